@@ -1,0 +1,3 @@
+from webhook.edges.cli import main
+
+raise SystemExit(main())
