@@ -1,0 +1,174 @@
+"""The one decision: is this pod managed, and which remedy does it get, and why.
+
+The webhook, `v4only review`, `v4only patch` and `v4only doctor` all call `decide`; nothing else
+decides. The order of the rules is the contract's (shared/product.md, "The decision").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from webhook.core import keys, placement
+from webhook.core.capability import Capability
+from webhook.core.errors import UnhandledObject
+from webhook.core.settings import Settings
+from webhook.core.sysctls import PSA_BASELINE_ALLOWED
+
+Remedy = Literal["sysctl", "sysctl+affinity", "env", "none"]
+REMEDIES: tuple[Remedy, ...] = ("sysctl", "sysctl+affinity", "env", "none")
+_OVERRIDES = ("auto", "sysctl", "env", "none")
+_ALLOWLIST_HINT = "(kubelet allowedUnsafeSysctls)"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """`remedy` is None when the pod is not managed: then nothing about it changes."""
+
+    remedy: Remedy | None
+    reason: str
+    dns: bool = False
+
+    @property
+    def managed(self) -> bool:
+        return self.remedy is not None
+
+
+def decide(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    namespace_labels: Mapping[str, str] | None,
+    capability: Capability,
+    settings: Settings,
+) -> Decision:
+    """Decide for a Pod (or a pod template: metadata + spec). `namespace_labels` None = not known."""
+    meta, spec = _mapping(pod.get("metadata"), "metadata"), _mapping(pod.get("spec"), "spec")
+    unmanaged = _unmanaged_reason(meta, namespace, namespace_labels, settings)
+    if unmanaged is not None:
+        return Decision(None, unmanaged)
+    remedy, reason = _choose(meta, spec, namespace_labels, capability, settings)
+    return Decision(remedy, _clip(reason), dns=settings.dns.enabled and remedy != "none")
+
+
+def _unmanaged_reason(
+    meta: Mapping[str, Any],
+    namespace: str,
+    namespace_labels: Mapping[str, str] | None,
+    settings: Settings,
+) -> str | None:
+    if namespace in settings.excluded_namespaces:
+        return f"namespace {namespace} is excluded"
+    ns_opt = (namespace_labels or {}).get(keys.INJECT)
+    pod_opt = _mapping(meta.get("labels"), "metadata.labels").get(keys.INJECT)
+    if ns_opt == keys.DISABLED:
+        return f"namespace {namespace} has {keys.INJECT}=disabled"
+    if pod_opt == keys.DISABLED:
+        return f"pod has {keys.INJECT}=disabled"
+    if ns_opt == keys.ENABLED or pod_opt == keys.ENABLED:
+        return None
+    if namespace_labels is None:
+        return f"namespace {namespace} is not known yet and the pod has no {keys.INJECT}=enabled label"
+    return f"neither the pod nor namespace {namespace} has {keys.INJECT}=enabled"
+
+
+def _choose(
+    meta: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    namespace_labels: Mapping[str, str] | None,
+    capability: Capability,
+    settings: Settings,
+) -> tuple[Remedy, str]:
+    override = _mapping(meta.get("annotations"), "metadata.annotations").get(keys.REMEDY, "auto")
+    note = ""
+    if override not in _OVERRIDES:
+        note, override = f" ({keys.REMEDY}={str(override)[:20]!r} is not auto|sysctl|env|none)", "auto"
+    if override == "none":
+        return "none", f"none: {keys.REMEDY}=none"
+    if override == "env":
+        return "env", f"env: {keys.REMEDY}=env"
+    blocked = _sysctl_blocker(spec, namespace_labels, settings)
+    if blocked is not None:
+        remedy, why = blocked
+        prefix = f"{remedy}: {keys.REMEDY}=sysctl not applied, " if override == "sysctl" else f"{remedy}: "
+        return remedy, prefix + why + note
+    if override == "sysctl":
+        return "sysctl", f"sysctl: {keys.REMEDY}=sysctl (node capability not checked)"
+    remedy, why = _by_capability(spec, capability, settings)
+    return remedy, f"{remedy}: {why}{note}"
+
+
+def _sysctl_blocker(
+    spec: Mapping[str, Any], namespace_labels: Mapping[str, str] | None, settings: Settings
+) -> tuple[Remedy, str] | None:
+    """Rules 2-4: cases where the sysctl can never work, whatever the nodes say."""
+    os_name = _mapping(spec.get("os"), "spec.os").get("name")
+    if os_name == "windows":
+        return "none", "sysctls cannot be set on Windows pods"
+    if spec.get("hostNetwork") is True:
+        return "env", "hostNetwork pods may not set net.* sysctls (API server validation)"
+    level = _enforced_level(namespace_labels, settings)
+    if level is None:
+        return "env", "namespace labels not known yet, so Pod Security enforcement cannot be checked"
+    psa_allows = all(s.name in PSA_BASELINE_ALLOWED for s in settings.sysctls)
+    if level in ("baseline", "restricted") and not psa_allows:
+        return "env", f"namespace enforces Pod Security {level}, which forbids {_names(settings)}"
+    return None
+
+
+def _enforced_level(namespace_labels: Mapping[str, str] | None, settings: Settings) -> str | None:
+    # pod-security-admission api/helpers.go: an invalid enforce level is treated as restricted.
+    if namespace_labels is None:
+        return None
+    level = namespace_labels.get(keys.PSA_ENFORCE)
+    if level is None:
+        return settings.pod_security_default
+    return level if level in ("privileged", "baseline", "restricted") else "restricted"
+
+
+def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Settings) -> tuple[Remedy, str]:
+    """Rule 5: the verdicts of the nodes the pod can land on."""
+    names = _names(settings)
+    if capability.state == "unknown":
+        return "env", f"node capability not known yet ({capability.note})"
+    if capability.state == "assumed":
+        remedy: Remedy = "sysctl" if capability.assumed == "allowed" else "env"
+        return remedy, f"assumed {capability.assumed} for {names} ({capability.note})"
+    candidates = placement.candidate_nodes(spec, capability)
+    total = len(candidates)
+    if total == 0:
+        return "env", "no known schedulable node matches this pod's node constraints"
+    allowed = len(candidates & capability.allowed)
+    forbidden = len(candidates & capability.forbidden)
+    counts = f"{allowed} of {total} schedulable nodes allow {names}"
+    if allowed == total:
+        return "sysctl", counts
+    if allowed == 0:
+        if forbidden == 0:
+            return "env", f"capability of the {total} schedulable nodes not known yet"
+        return "env", f"{counts} {_ALLOWLIST_HINT}"
+    if settings.mixed_clusters == "env":
+        return "env", f"{counts}; mixedClusters is env"
+    if not capability.labels_published:
+        return "env", f"{counts}; node labels not published, so the pod cannot be pinned"
+    return "sysctl+affinity", f"{counts}; pinned to {keys.NODE_CAPABILITY}=allowed"
+
+
+def _names(settings: Settings) -> str:
+    first = settings.sysctls[0].name
+    more = len(settings.sysctls) - 1
+    return first if more == 0 else f"{first} (+{more})"
+
+
+def _clip(reason: str) -> str:
+    # AdmissionReview warnings: "limit to 120 characters if possible" (admission/v1 types.go).
+    return reason if len(reason) <= 120 else reason[:117] + "..."
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UnhandledObject(f"{where} is not a mapping")
+    return value

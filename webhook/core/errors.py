@@ -1,0 +1,16 @@
+"""The two error channels, decided once (see reference/style-models.md, "two error channels").
+
+- `InvalidReview`: the webhook call itself is malformed (not JSON, not an AdmissionReview v1, no
+  `request.uid`). The HTTP edge answers 400; `v4only review` exits 2.
+- `UnhandledObject`: the call is well formed but the object under review is not something v4only can
+  read (a field of the wrong type, say). The pod is admitted unchanged with a warning: v4only never
+  blocks pod creation by itself.
+"""
+
+
+class InvalidReview(ValueError):
+    pass
+
+
+class UnhandledObject(ValueError):
+    pass

@@ -1,0 +1,203 @@
+"""The RFC 6902 operations a decision implies, built directly against the object as received.
+
+Why not diff a mutated copy (`jsonpatch.make_patch`)? Measured in reference/performance-notes.md:
+diffing whole pods cost about two thirds of the throughput. The operations here are few and
+idempotent: each one is emitted only when its effect is missing, so reviewing a patched pod again
+yields no operations. The tests check them against the independent `jsonpatch` applier.
+
+Rules (shared/product.md, "Remedies"): create missing parents, never duplicate, never replace a list
+that is not ours (append with `/-`), touch `containers` and `initContainers` but never
+`ephemeralContainers`, and escape JSON Pointer keys (`~0`, `~1`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.core import keys
+from webhook.core.decision import Decision
+from webhook.core.errors import UnhandledObject
+from webhook.core.settings import FallbackVar, Settings
+from webhook.core.sysctls import normalize_name
+
+Op = dict[str, Any]
+CONTAINER_LISTS = ("initContainers", "containers")  # never ephemeralContainers
+AFFINITY_REQUIREMENT = {"key": keys.NODE_CAPABILITY, "operator": "In", "values": [keys.ALLOWED]}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    ops: tuple[Op, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def escape(key: str) -> str:
+    """RFC 6901: `~` becomes `~0` and `/` becomes `~1` (annotation keys contain `/`)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *, base: str = "") -> Plan:
+    """Operations for a Pod, or for the pod template found at JSON Pointer `base` of a workload."""
+    if decision.remedy is None:
+        return Plan(())
+    meta, spec = _mapping(pod.get("metadata"), "metadata"), _mapping(pod.get("spec"), "spec")
+    ops: list[Op] = []
+    warnings: list[str] = []
+    remedy = decision.remedy
+    if remedy in ("sysctl", "sysctl+affinity"):
+        ops += _ensure_sysctls(spec, settings, f"{base}/spec")
+    if remedy == "sysctl+affinity":
+        ops += _ensure_affinity(spec, f"{base}/spec")
+    if remedy == "env":
+        removal, removed = _remove_sysctls(spec, settings, f"{base}/spec")
+        ops += removal
+        if removed:
+            warnings.append(f"v4only removed {', '.join(removed)} from the pod: it could not run here")
+        ops += _ensure_env(spec, settings.fallback_env, f"{base}/spec")
+    if decision.dns:
+        ops += _ensure_ndots(spec, settings.dns.ndots, f"{base}/spec")
+    ops += _ensure_annotations(meta, {keys.APPLIED: remedy, keys.REASON: decision.reason}, f"{base}/metadata")
+    return Plan(tuple(ops), tuple(warnings))
+
+
+def _ensure_annotations(meta: Mapping[str, Any], wanted: Mapping[str, str], path: str) -> list[Op]:
+    current = _mapping(meta.get("annotations"), "metadata.annotations")
+    if meta.get("annotations") is None:
+        return [_add(f"{path}/annotations", dict(wanted))]
+    return [
+        _add(f"{path}/annotations/{escape(key)}", value) for key, value in wanted.items() if current.get(key) != value
+    ]
+
+
+def _sysctl_list(spec: Mapping[str, Any]) -> Sequence[Any] | None:
+    context = _mapping(spec.get("securityContext"), "spec.securityContext")
+    return _list(context.get("sysctls"), "spec.securityContext.sysctls")
+
+
+def _ensure_sysctls(spec: Mapping[str, Any], settings: Settings, path: str) -> list[Op]:
+    existing = _sysctl_list(spec)
+    present = {normalize_name(str(_mapping(s, "a sysctl").get("name", ""))) for s in existing or []}
+    missing = [{"name": s.name, "value": s.value} for s in settings.sysctls if normalize_name(s.name) not in present]
+    if not missing:
+        return []
+    if spec.get("securityContext") is None:
+        return [_add(f"{path}/securityContext", {"sysctls": missing})]
+    if existing is None:
+        return [_add(f"{path}/securityContext/sysctls", missing)]
+    return [_add(f"{path}/securityContext/sysctls/-", entry) for entry in missing]
+
+
+def _remove_sysctls(spec: Mapping[str, Any], settings: Settings, path: str) -> tuple[list[Op], list[str]]:
+    managed = settings.sysctl_names
+    positions = [
+        (i, str(entry.get("name")))
+        for i, entry in enumerate(_sysctl_list(spec) or [])
+        if isinstance(entry, Mapping) and normalize_name(str(entry.get("name", ""))) in managed
+    ]
+    # Highest index first, so earlier removals do not shift the later ones.
+    ops = [{"op": "remove", "path": f"{path}/securityContext/sysctls/{i}"} for i, _ in reversed(positions)]
+    return ops, [name for _, name in positions]
+
+
+def _ensure_affinity(spec: Mapping[str, Any], path: str) -> list[Op]:
+    term = {"matchExpressions": [dict(AFFINITY_REQUIREMENT)]}
+    required_path = f"{path}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
+    affinity = _mapping(spec.get("affinity"), "spec.affinity")
+    node_affinity = _mapping(affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
+    required = _mapping(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"), "node affinity")
+    if spec.get("affinity") is None:
+        return [_add(f"{path}/affinity", {"nodeAffinity": {_REQUIRED: {"nodeSelectorTerms": [term]}}})]
+    if affinity.get("nodeAffinity") is None:
+        return [_add(f"{path}/affinity/nodeAffinity", {_REQUIRED: {"nodeSelectorTerms": [term]}})]
+    terms = _list(required.get("nodeSelectorTerms"), "nodeSelectorTerms")
+    if not terms:
+        return [_add(required_path, {"nodeSelectorTerms": [term]})]
+    ops: list[Op] = []
+    for i, raw in enumerate(terms):
+        expressions = _list(_mapping(raw, "a nodeSelectorTerm").get("matchExpressions"), "matchExpressions")
+        if expressions is None:
+            ops.append(_add(f"{required_path}/nodeSelectorTerms/{i}/matchExpressions", [dict(AFFINITY_REQUIREMENT)]))
+        elif AFFINITY_REQUIREMENT not in expressions:
+            ops.append(_add(f"{required_path}/nodeSelectorTerms/{i}/matchExpressions/-", dict(AFFINITY_REQUIREMENT)))
+    return ops
+
+
+_REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+
+
+def _ensure_env(spec: Mapping[str, Any], variables: Sequence[FallbackVar], path: str) -> list[Op]:
+    ops: list[Op] = []
+    for list_name in CONTAINER_LISTS:
+        containers = _list(spec.get(list_name), f"spec.{list_name}") or []
+        for i, container in enumerate(containers):
+            where = f"spec.{list_name}[{i}]"
+            ops += _container_env(_mapping(container, where), variables, f"{path}/{list_name}/{i}", where)
+    return ops
+
+
+def _container_env(
+    container: Mapping[str, Any], variables: Sequence[FallbackVar], path: str, where: str
+) -> list[Op]:
+    env = _list(container.get("env"), f"{where}.env")
+    if env is None:
+        entries = [{"name": v.name, "value": v.value} for v in variables]
+        return [_add(f"{path}/env", entries)] if entries else []
+    entries_by_name: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    for j, raw in enumerate(env):
+        entry = _mapping(raw, f"{where}.env[{j}]")
+        entries_by_name[str(entry.get("name"))] = (j, entry)  # the last one wins, as in the kubelet
+    ops: list[Op] = []
+    for var in variables:
+        found = entries_by_name.get(var.name)
+        if found is None:
+            ops.append(_add(f"{path}/env/-", {"name": var.name, "value": var.value}))
+        elif var.mode == "append":
+            ops += _append_flag(found[1], var.value, f"{path}/env/{found[0]}/value")
+    return ops
+
+
+def _append_flag(entry: Mapping[str, Any], flag: str, path: str) -> list[Op]:
+    # A valueFrom entry is resolved by the kubelet from a ConfigMap/Secret we cannot see: leave it.
+    if entry.get("valueFrom") is not None:
+        return []
+    current = entry.get("value")
+    text = current if isinstance(current, str) else ""
+    if flag in text.split():
+        return []
+    return [_add(path, f"{text} {flag}" if text.strip() else flag)]
+
+
+def _ensure_ndots(spec: Mapping[str, Any], ndots: str, path: str) -> list[Op]:
+    option = {"name": "ndots", "value": ndots}
+    config = _mapping(spec.get("dnsConfig"), "spec.dnsConfig")
+    options = _list(config.get("options"), "spec.dnsConfig.options")
+    if spec.get("dnsConfig") is None:
+        return [_add(f"{path}/dnsConfig", {"options": [option]})]
+    if options is None:
+        return [_add(f"{path}/dnsConfig/options", [option])]
+    # The team's own ndots choice stands (Chronicle sets one): never override it.
+    if any(isinstance(o, Mapping) and o.get("name") == "ndots" for o in options):
+        return []
+    return [_add(f"{path}/dnsConfig/options/-", option)]
+
+
+def _add(path: str, value: Any) -> Op:
+    return {"op": "add", "path": path, "value": value}
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UnhandledObject(f"{where} is not a mapping")
+    return value
+
+
+def _list(value: Any, where: str) -> Sequence[Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise UnhandledObject(f"{where} is not a list")
+    return value

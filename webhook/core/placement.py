@@ -1,0 +1,178 @@
+"""Which nodes a pod can land on, computed the way the scheduler filters (for what v4only can know).
+
+Covered: `nodeName` (bypasses the scheduler, so taints and cordons do not apply), `nodeSelector`,
+required node affinity (matchExpressions In/NotIn/Exists/DoesNotExist/Gt/Lt; matchFields on
+`metadata.name`), blocking taints (NoSchedule/NoExecute) against tolerations, and cordoned nodes
+(unless the pod tolerates `node.kubernetes.io/unschedulable`, as DaemonSet pods do). Semantics follow
+k8s.io/component-helpers scheduling/corev1 (nodeaffinity, `ToleratesTaint`) and the scheduler's
+NodeUnschedulable plugin. Everything is set algebra over the snapshot's indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from webhook.core.capability import Capability, Taint
+from webhook.core.errors import UnhandledObject
+
+UNSCHEDULABLE_TAINT = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
+
+
+def has_node_constraints(spec: Mapping[str, Any]) -> bool:
+    """Whether the pod narrows its nodes at all (tolerations only widen them)."""
+    return bool(spec.get("nodeName") or spec.get("nodeSelector") or _required_terms(spec) is not None)
+
+
+def candidate_nodes(spec: Mapping[str, Any], capability: Capability) -> frozenset[int]:
+    """Positions in `capability.nodes` where the pod could run."""
+    node_name = spec.get("nodeName")
+    if node_name:
+        index = capability.by_name.get(str(node_name))
+        return frozenset() if index is None else frozenset({index})
+    nodes = _select(spec, capability)
+    tolerations = _tolerations(spec)
+    for taints, members in capability.taint_groups:
+        if not nodes.isdisjoint(members) and not all(_tolerated(t, tolerations) for t in taints):
+            nodes = nodes - members
+    if capability.cordoned and not _tolerated(UNSCHEDULABLE_TAINT, tolerations):
+        nodes = nodes - capability.cordoned
+    return nodes
+
+
+def _select(spec: Mapping[str, Any], capability: Capability) -> frozenset[int]:
+    nodes = capability.everyone
+    selector = spec.get("nodeSelector")
+    if selector:
+        if not isinstance(selector, Mapping):
+            raise UnhandledObject("spec.nodeSelector is not a mapping")
+        for key, value in selector.items():
+            nodes = nodes & capability.by_label.get((str(key), str(value)), frozenset())
+    terms = _required_terms(spec)
+    if terms is not None:
+        matched: frozenset[int] = frozenset()
+        for term in terms:
+            matched = matched | _term_nodes(term, capability)
+        nodes = nodes & matched
+    return nodes
+
+
+def _required_terms(spec: Mapping[str, Any]) -> Sequence[Any] | None:
+    affinity = spec.get("affinity") or {}
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    if not isinstance(node_affinity, Mapping):
+        return None
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if not isinstance(required, Mapping):
+        return None
+    terms = required.get("nodeSelectorTerms")
+    if not isinstance(terms, list):
+        raise UnhandledObject("nodeAffinity nodeSelectorTerms is not a list")
+    return terms
+
+
+def _term_nodes(term: Any, capability: Capability) -> frozenset[int]:
+    # An empty term matches no nodes (core/v1 NodeSelectorTerm: "nil or empty term matches no objects").
+    if not isinstance(term, Mapping):
+        raise UnhandledObject("a nodeSelectorTerm is not a mapping")
+    expressions = _requirements(term.get("matchExpressions"))
+    fields = _requirements(term.get("matchFields"))
+    if not expressions and not fields:
+        return frozenset()
+    nodes = capability.everyone
+    for req in expressions:
+        nodes = nodes & _label_requirement(req, capability)
+    for req in fields:
+        nodes = nodes & _field_requirement(req, capability)
+    return nodes
+
+
+def _requirements(raw: Any) -> list[Mapping[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(r, Mapping) for r in raw):
+        raise UnhandledObject("a node selector requirement list is malformed")
+    return raw
+
+
+def _label_requirement(req: Mapping[str, Any], capability: Capability) -> frozenset[int]:
+    key, operator, values = str(req.get("key", "")), req.get("operator"), _values(req)
+    with_key = capability.by_key.get(key, frozenset())
+    if operator == "In":
+        return _union(capability.by_label.get((key, v), frozenset()) for v in values)
+    if operator == "NotIn":
+        return capability.everyone - _union(capability.by_label.get((key, v), frozenset()) for v in values)
+    if operator == "Exists":
+        return with_key
+    if operator == "DoesNotExist":
+        return capability.everyone - with_key
+    if operator in ("Gt", "Lt") and len(values) == 1 and _is_int(values[0]):
+        bound = int(values[0])
+        return frozenset(i for i in with_key if _compares(capability.nodes[i].labels[key], operator, bound))
+    return frozenset()  # an operator the API server would have rejected matches nothing
+
+
+def _field_requirement(req: Mapping[str, Any], capability: Capability) -> frozenset[int]:
+    # The API server allows only metadata.name with In / NotIn in matchFields.
+    if req.get("key") != "metadata.name":
+        return frozenset()
+    named = frozenset(capability.by_name[v] for v in _values(req) if v in capability.by_name)
+    if req.get("operator") == "In":
+        return named
+    if req.get("operator") == "NotIn":
+        return capability.everyone - named
+    return frozenset()
+
+
+def _values(req: Mapping[str, Any]) -> list[str]:
+    values = req.get("values") or []
+    if not isinstance(values, list):
+        raise UnhandledObject("a node selector requirement's values is not a list")
+    return [str(v) for v in values]
+
+
+def _union(sets: Any) -> frozenset[int]:
+    result: frozenset[int] = frozenset()
+    for members in sets:
+        result = result | members
+    return result
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _compares(label: str, operator: str, bound: int) -> bool:
+    if not _is_int(label):
+        return False
+    return int(label) > bound if operator == "Gt" else int(label) < bound
+
+
+def _tolerations(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    tolerations = spec.get("tolerations") or []
+    if not isinstance(tolerations, list):
+        raise UnhandledObject("spec.tolerations is not a list")
+    return [t for t in tolerations if isinstance(t, Mapping)]
+
+
+def _tolerated(taint: Taint, tolerations: Sequence[Mapping[str, Any]]) -> bool:
+    return any(_tolerates(t, taint) for t in tolerations)
+
+
+def _tolerates(toleration: Mapping[str, Any], taint: Taint) -> bool:
+    """core/v1 Toleration.ToleratesTaint."""
+    effect = toleration.get("effect") or ""
+    if effect and effect != taint.effect:
+        return False
+    key = toleration.get("key") or ""
+    operator = toleration.get("operator") or "Equal"
+    if key and key != taint.key:
+        return False
+    if operator == "Exists":
+        return True
+    return operator == "Equal" and bool(key) and (toleration.get("value") or "") == taint.value
+

@@ -1,0 +1,46 @@
+"""`v4only` command line: one sub-command per edge module.
+
+Each command module exposes `register(subparsers)`, which adds its parser and sets `func`, a callable
+taking the parsed arguments and returning the exit status (0 done, 1 problems found, 2 bad usage/input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from webhook import __version__
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: reported as one line on stderr, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="v4only", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"v4only {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _command_registrars():
+        register(subparsers)
+    return parser
+
+
+def _command_registrars() -> list[Callable[[Any], None]]:
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except UsageError as error:
+        print(f"v4only {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return status
