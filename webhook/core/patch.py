@@ -12,6 +12,7 @@ that is not ours (append with `/-`), touch `containers` and `initContainers` but
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -201,3 +202,36 @@ def _list(value: Any, where: str) -> Sequence[Any] | None:
     if not isinstance(value, list):
         raise UnhandledObject(f"{where} is not a list")
     return value
+
+
+def apply_patch(obj: Any, ops: Sequence[Op]) -> Any:
+    """Apply the `add` / `remove` / `replace` operations v4only emits to a copy of `obj`.
+
+    Used by `v4only review` to show the patched object; tests compare it with the `jsonpatch`
+    package, an independent RFC 6902 implementation.
+    """
+    result = copy.deepcopy(obj)
+    for op in ops:
+        result = _apply_one(result, op)
+    return result
+
+
+def _apply_one(doc: Any, op: Op) -> Any:
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in str(op["path"]).split("/")[1:]]
+    if not parts:
+        return copy.deepcopy(op["value"])
+    parent = doc
+    for part in parts[:-1]:
+        parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+    last = parts[-1]
+    if op["op"] == "remove":
+        del parent[int(last) if isinstance(parent, list) else last]
+    elif isinstance(parent, list):
+        index = len(parent) if last == "-" else int(last)
+        if op["op"] == "add":
+            parent.insert(index, copy.deepcopy(op["value"]))
+        else:
+            parent[index] = copy.deepcopy(op["value"])
+    else:
+        parent[last] = copy.deepcopy(op["value"])
+    return doc

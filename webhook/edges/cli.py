@@ -12,12 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from webhook import __version__
+from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, UsageError
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad usage or bad input: reported as one line on stderr, exit status 2."""
+__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "UsageError", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_registrars() -> list[Callable[[Any], None]]:
-    return []
+    # Imported here so `v4only --help` stays cheap and each command loads only what it needs.
+    from webhook.edges import review_cmd, serve
+
+    return [serve.register, review_cmd.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,12 +7,28 @@ snapshots; the admission path only reads two references and a timestamp, so it n
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from webhook.core.capability import Capability
 
 NamespaceLabels = Mapping[str, Mapping[str, str]]
+
+
+class UniformNamespaces(Mapping[str, Mapping[str, str]]):
+    """Every namespace has the same labels: for `serve --dev`, which has no cluster to ask."""
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self._labels = dict(labels)
+
+    def __getitem__(self, name: str) -> Mapping[str, str]:
+        return self._labels
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,187 @@
+"""The HTTP edge: `POST /mutate` as a plain ASGI callable, everything else through FastAPI.
+
+Why two layers: measured in reference/performance-notes.md, a FastAPI endpoint costs about 60 % of the
+throughput this stack gives, and its middleware about a third even for a raw route. The admission
+path is the only hot path, so the dispatcher hands `/mutate` straight to `AdmissionEndpoint` and sends
+the small endpoints (`/healthz`, `/readyz`, `/metrics`) through FastAPI. `bench/admission.py` keeps
+the figures honest.
+
+Error channels (core/errors.py): a malformed call gets HTTP 400 with `{"error": ...}`; a body over
+3 MiB gets 413 (the API server's own request limit is 3 MiB, apiserver `maxRequestBodyBytes`); an
+object v4only cannot read, or any internal error, is admitted unchanged with a warning. Nothing here
+logs pod contents: environment values never reach a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.core.admission import Review, build_response, parse_review, review_request
+from webhook.core.errors import InvalidReview
+from webhook.core.settings import Settings
+from webhook.edges.metrics import Metrics
+from webhook.edges.state import ClusterState
+
+log = logging.getLogger("webhook.admission")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY_BYTES = 3 * 1024 * 1024
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+INTERNAL_ERROR_WARNING = "v4only: internal error, pod admitted unchanged (see the webhook's log)"
+
+
+class Lifecycle:
+    """Readiness as the process sees it: `draining` turns /readyz false before shutdown."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
+class AdmissionEndpoint:
+    def __init__(self, *, state: ClusterState, settings: Settings, metrics: Metrics) -> None:
+        self.state, self.settings, self.metrics = state, settings, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await _send_json(send, 405, {"error": "use POST with an AdmissionReview"})
+            return
+        body = await _read_body(scope, receive)
+        started = time.perf_counter()
+        if body is None:
+            self.metrics.requests.labels("too_large").inc()
+            await _send_json(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
+            return
+        status, payload = self.answer(body)
+        await _send_json(send, status, payload)
+        self.metrics.latency.observe(time.perf_counter() - started)
+
+    def answer(self, body: bytes) -> tuple[int, Any]:
+        """The HTTP status and JSON payload for one request body."""
+        try:
+            request = parse_review(_parse_json(body))
+        except InvalidReview as error:
+            self.metrics.requests.labels("invalid").inc()
+            return 400, {"error": str(error)}
+        try:
+            review = self._review(request)
+        except Exception:  # never block pod creation because of v4only itself
+            log.exception("internal error on admission request uid=%s; admitted unchanged", request.get("uid"))
+            self.metrics.requests.labels("error").inc()
+            return 200, build_response(str(request["uid"]), warnings=[INTERNAL_ERROR_WARNING])
+        self._account(request, review)
+        return 200, review.response
+
+    def _review(self, request: Any) -> Review:
+        view = self.state.view()
+        return review_request(
+            request, namespaces=view.namespaces, capability=view.capability, settings=self.settings
+        )
+
+    def _account(self, request: Any, review: Review) -> None:
+        self.metrics.requests.labels(review.outcome).inc()
+        if review.decision is not None and review.decision.remedy is not None:
+            self.metrics.decisions.labels(review.decision.remedy).inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "uid=%s namespace=%s outcome=%s remedy=%s ops=%d",
+                request.get("uid"),
+                request.get("namespace"),
+                review.outcome,
+                review.decision.remedy if review.decision else None,
+                len(review.plan.ops),
+            )
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidReview(f"the body is not valid JSON ({str(error).split(':')[0]})") from None
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
+    """The whole body, or None as soon as it passes MAX_BODY_BYTES (it is not buffered further)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send_json(send: Send, status: int, payload: Any) -> None:
+    body = orjson.dumps(payload)
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    *,
+    state: ClusterState,
+    settings: Settings,
+    metrics: Metrics | None = None,
+    lifecycle: Lifecycle | None = None,
+) -> ASGIApp:
+    """The whole ASGI application: `/mutate` raw, the rest through FastAPI."""
+    metrics = metrics or Metrics()
+    lifecycle = lifecycle or Lifecycle()
+    admission = AdmissionEndpoint(state=state, settings=settings, metrics=metrics)
+    small = _small_endpoints(state=state, metrics=metrics, lifecycle=lifecycle)
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/mutate":
+            await admission(scope, receive, send)
+        else:
+            await small(scope, receive, send)
+
+    return dispatch
+
+
+def _small_endpoints(*, state: ClusterState, metrics: Metrics, lifecycle: Lifecycle) -> FastAPI:
+    # Only the documented paths: no /docs, /redoc or /openapi.json on an admission webhook.
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        if lifecycle.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if not state.ready:
+            return JSONResponse({"status": "capability not known yet"}, status_code=503)
+        return JSONResponse({"status": "ready", "capability": state.view().capability.state})
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        metrics.capability_ready.set(1 if state.ready else 0)
+        age = state.age_seconds()
+        metrics.capability_age.set(-1 if age is None else age)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

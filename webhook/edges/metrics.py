@@ -1,0 +1,41 @@
+"""Prometheus metrics, in a registry of their own (one per app, so tests never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "v4only_admission_requests",
+            "AdmissionReview requests by outcome: mutated, unchanged, unmanaged, skipped, unhandled, "
+            "error (internal error, admitted unchanged), invalid (HTTP 400), too_large (HTTP 413).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "v4only_decisions", "Managed pods by remedy applied.", ["remedy"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "v4only_admission_duration_seconds",
+            "Time from the request body's arrival to the response, in seconds.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.capability_ready = Gauge(
+            "v4only_capability_ready", "1 once node capability is known (or static).", registry=self.registry
+        )
+        self.capability_age = Gauge(
+            "v4only_capability_age_seconds",
+            "Seconds since the capability snapshot was last confirmed (-1 when static).",
+            registry=self.registry,
+        )
+        self.tls_reloads = Counter(
+            "v4only_tls_reloads", "Certificate reloads by result.", ["result"], registry=self.registry
+        )
+        for outcome in ("mutated", "unchanged", "unmanaged", "skipped", "unhandled", "error", "invalid", "too_large"):
+            self.requests.labels(outcome)
+        for remedy in ("sysctl", "sysctl+affinity", "env", "none"):
+            self.decisions.labels(remedy)

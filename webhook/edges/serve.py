@@ -1,0 +1,203 @@
+"""`v4only serve`: the webhook over HTTPS (uvicorn), with certificate reload and graceful shutdown.
+
+Production needs `--cert-file` and `--key-file`; there is no plain-HTTP listener. `--dev` makes a CA
+and a serving certificate under a temporary directory and uses a static capability, so it runs on a
+laptop with no cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+import uvloop
+
+from webhook.adapters import files
+from webhook.adapters.tls import ReloadingTLS
+from webhook.core import certs
+from webhook.core.capability import Capability
+from webhook.core.settings import Settings
+from webhook.edges.app import Lifecycle, create_app
+from webhook.edges.metrics import Metrics
+from webhook.edges.review_cmd import parse_labels
+from webhook.edges.state import ClusterState, UniformNamespaces
+from webhook.edges.usage import UsageError
+
+log = logging.getLogger("webhook.serve")
+
+DEV_POD = (
+    '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"dev-1",'
+    '"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"default",'
+    '"object":{"metadata":{"generateName":"demo-","labels":{"v4only.io/inject":"enabled"}},'
+    '"spec":{"containers":[{"name":"app","image":"ghcr.io/example/app:1"}]}}}}'
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="run the admission webhook (HTTPS)")
+    parser.add_argument("--host", default=None, help="address to bind (default 0.0.0.0; 127.0.0.1 with --dev)")
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--cert-file", help="PEM serving certificate (reloaded when it changes)")
+    parser.add_argument("--key-file", help="PEM private key of the serving certificate")
+    parser.add_argument("--config", help="settings YAML (the v4only-config ConfigMap's config.yaml)")
+    parser.add_argument("--dev", action="store_true", help="self-signed certificate, static capability, no cluster")
+    parser.add_argument(
+        "--assume",
+        choices=("allowed", "forbidden"),
+        default="allowed",
+        help="with --dev: the static node capability (default allowed)",
+    )
+    parser.add_argument(
+        "--namespace-labels", help="with --dev: labels every namespace is taken to have (k=v,...)"
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig for the capability tracker (default: in-cluster)")
+    parser.add_argument("--context", help="kubeconfig context")
+    parser.add_argument(
+        "--publish-node-labels",
+        action="store_true",
+        help="one elected replica keeps v4only.io/ipv6-sysctl on nodes (needed for sysctl+affinity)",
+    )
+    parser.add_argument("--drain-seconds", type=float, default=5.0, help="time /readyz fails before exit")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.set_defaults(func=run)
+
+
+@dataclass
+class ServeOptions:
+    host: str
+    port: int
+    cert_file: str
+    key_file: str
+    settings: Settings
+    state: ClusterState
+    drain_seconds: float = 5.0
+    reload_interval: float = 1.0
+    on_started: list[Callable[[], None]] = field(default_factory=list)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = files.load_settings(args.config)
+    except files.InputError as error:
+        raise UsageError(str(error)) from None
+    serve(_dev_options(args, settings) if args.dev else _production_options(args, settings))
+    return 0
+
+
+def _dev_options(args: argparse.Namespace, settings: Settings) -> ServeOptions:
+    host = args.host or "127.0.0.1"
+    directory = Path(tempfile.mkdtemp(prefix="v4only-dev-"))
+    now = datetime.now(UTC)
+    ca = certs.build_ca(common_name="v4only dev CA", now=now, days=30)
+    serving = certs.build_serving_cert(
+        ca=ca, dns_names=["localhost"], ip_addresses=["127.0.0.1", "::1"], now=now, days=30
+    )
+    (directory / "ca.crt").write_bytes(ca.cert_pem)
+    (directory / "tls.crt").write_bytes(serving.cert_pem)
+    (directory / "tls.key").write_bytes(serving.key_pem)
+    (directory / "tls.key").chmod(0o600)
+    (directory / "review.json").write_text(DEV_POD)
+    capability = Capability.assume(args.assume, "serve --dev: static capability, no cluster")
+    print(f"v4only dev server: certificates in {directory}")
+    print("try it:")
+    print(
+        f"  curl --cacert {directory}/ca.crt -H 'Content-Type: application/json' "
+        f"--data @{directory}/review.json https://localhost:{args.port}/mutate"
+    )
+    return ServeOptions(
+        host=host,
+        port=args.port,
+        cert_file=str(directory / "tls.crt"),
+        key_file=str(directory / "tls.key"),
+        settings=settings,
+        state=ClusterState.static(capability, UniformNamespaces(parse_labels(args.namespace_labels or ""))),
+        drain_seconds=0.0,
+    )
+
+
+def _production_options(args: argparse.Namespace, settings: Settings) -> ServeOptions:
+    if not args.cert_file or not args.key_file:
+        raise UsageError("--cert-file and --key-file are required (or --dev for a laptop with no cluster)")
+    state = ClusterState(max_age_seconds=settings.capability_max_age_seconds)
+    options = ServeOptions(
+        host=args.host or "0.0.0.0",
+        port=args.port,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        settings=settings,
+        state=state,
+        drain_seconds=args.drain_seconds,
+    )
+    return options
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but the first SIGTERM drains: /readyz fails, then in-flight requests finish, then exit."""
+
+    def __init__(self, config: uvicorn.Config, *, lifecycle: Lifecycle, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.lifecycle, self.drain_seconds = lifecycle, drain_seconds
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and not self.lifecycle.draining and self.drain_seconds > 0:
+            self.lifecycle.draining = True
+            log.info("SIGTERM: /readyz now fails; exiting in %.1fs", self.drain_seconds)
+            asyncio.get_running_loop().call_later(self.drain_seconds, super().handle_exit, sig, frame)
+            return
+        super().handle_exit(sig, frame)
+
+
+def build_server(options: ServeOptions, *, metrics: Metrics | None = None) -> tuple[_Server, ReloadingTLS]:
+    metrics = metrics or Metrics()
+    lifecycle = Lifecycle()
+    tls = ReloadingTLS(options.cert_file, options.key_file)
+    app = create_app(state=options.state, settings=options.settings, metrics=metrics, lifecycle=lifecycle)
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        ssl_context_factory=lambda _config, _default: tls.context,
+        lifespan="off",
+        access_log=False,  # one line per admission is too costly on the hot path; metrics count them
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+    server = _Server(config, lifecycle=lifecycle, drain_seconds=options.drain_seconds)
+    return server, tls
+
+
+async def serve_async(options: ServeOptions, *, metrics: Metrics | None = None) -> None:
+    metrics = metrics or Metrics()
+    server, tls = build_server(options, metrics=metrics)
+    reloader = asyncio.create_task(_watch_tls(tls, metrics, options.reload_interval))
+    for start in options.on_started:
+        start()
+    try:
+        await server.serve()
+    finally:
+        reloader.cancel()
+
+
+def serve(options: ServeOptions) -> None:
+    uvloop.run(serve_async(options))
+
+
+async def _watch_tls(tls: ReloadingTLS, metrics: Metrics, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        failures = tls.failures
+        if tls.check():
+            metrics.tls_reloads.labels("ok").inc()
+        elif tls.failures > failures:
+            metrics.tls_reloads.labels("failed").inc()
