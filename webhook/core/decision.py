@@ -108,16 +108,21 @@ def _sysctl_blocker(
         return "none", "sysctls cannot be set on Windows pods"
     if spec.get("hostNetwork") is True:
         return "env", "hostNetwork pods may not set net.* sysctls (API server validation)"
-    level = _enforced_level(namespace_labels, settings)
+    level = enforced_level(namespace_labels, settings)
     if level is None:
         return "env", "namespace labels not known yet, so Pod Security enforcement cannot be checked"
-    psa_allows = all(s.name in PSA_BASELINE_ALLOWED for s in settings.sysctls)
-    if level in ("baseline", "restricted") and not psa_allows:
+    if pod_security_forbids(level, settings):
         return "env", f"namespace enforces Pod Security {level}, which forbids {_names(settings)}"
     return None
 
 
-def _enforced_level(namespace_labels: Mapping[str, str] | None, settings: Settings) -> str | None:
+def pod_security_forbids(level: str, settings: Settings) -> bool:
+    """Whether Pod Security at this enforce level rejects a pod carrying the managed sysctls."""
+    return level in ("baseline", "restricted") and not all(s.name in PSA_BASELINE_ALLOWED for s in settings.sysctls)
+
+
+def enforced_level(namespace_labels: Mapping[str, str] | None, settings: Settings) -> str | None:
+    """The Pod Security level the namespace enforces (None: labels not known); `doctor` shows it too."""
     # pod-security-admission api/helpers.go: an invalid enforce level is treated as restricted.
     if namespace_labels is None:
         return None

@@ -20,12 +20,13 @@ from typing import Any
 from webhook.core import keys
 from webhook.core.decision import Decision
 from webhook.core.errors import UnhandledObject
+from webhook.core.placement import OWN_PIN
 from webhook.core.settings import FallbackVar, Settings
 from webhook.core.sysctls import normalize_name
 
 Op = dict[str, Any]
 CONTAINER_LISTS = ("initContainers", "containers")  # never ephemeralContainers
-AFFINITY_REQUIREMENT = {"key": keys.NODE_CAPABILITY, "operator": "In", "values": [keys.ALLOWED]}
+AFFINITY_REQUIREMENT = OWN_PIN
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from webhook.core import keys
 from webhook.core.capability import Capability, Taint
 from webhook.core.errors import UnhandledObject
 
 UNSCHEDULABLE_TAINT = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
+# The requirement the sysctl+affinity remedy adds. Placement ignores it, so a pod v4only already pinned
+# is judged on the nodes it could reach before the pin, and a second review decides the same way.
+OWN_PIN = {"key": keys.NODE_CAPABILITY, "operator": "In", "values": [keys.ALLOWED]}
 
 
 def has_node_constraints(spec: Mapping[str, Any]) -> bool:
@@ -75,10 +79,10 @@ def _term_nodes(term: Any, capability: Capability) -> frozenset[int]:
     # An empty term matches no nodes (core/v1 NodeSelectorTerm: "nil or empty term matches no objects").
     if not isinstance(term, Mapping):
         raise UnhandledObject("a nodeSelectorTerm is not a mapping")
-    expressions = _requirements(term.get("matchExpressions"))
+    expressions = [r for r in _requirements(term.get("matchExpressions")) if r != OWN_PIN]
     fields = _requirements(term.get("matchFields"))
     if not expressions and not fields:
-        return frozenset()
+        return capability.everyone if term.get("matchExpressions") else frozenset()
     nodes = capability.everyone
     for req in expressions:
         nodes = nodes & _label_requirement(req, capability)

@@ -90,13 +90,13 @@ def _source(path: str) -> str:
 def _inputs(args: argparse.Namespace) -> Inputs:
     settings = files.load_settings(args.config)
     if args.nodes:
-        capability = _capability_from_file(args.nodes, settings)
+        capability = capability_from_file(args.nodes, settings)
     elif args.assume:
         capability = Capability.assume(args.assume, "--assume")
     else:
         raise UsageError("say where node capability comes from: --nodes FILE or --assume allowed|forbidden")
     if args.namespace_file:
-        return Inputs(settings, capability, _namespaces_from_file(args.namespace_file), None)
+        return Inputs(settings, capability, namespaces_from_file(args.namespace_file), None)
     return Inputs(settings, capability, {}, parse_labels(args.namespace_labels or ""))
 
 
@@ -110,7 +110,7 @@ def parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
-def _capability_from_file(path: str, settings: Settings) -> Capability:
+def capability_from_file(path: str, settings: Settings) -> Capability:
     nodes = [d for d in files.load_documents(files.read_text(path), source=path) if _kind(d) == "Node"]
     if not nodes:
         raise UsageError(f"{path} holds no Node objects")
@@ -120,7 +120,7 @@ def _capability_from_file(path: str, settings: Settings) -> Capability:
     return Capability.build(facts, sysctl_names=settings.sysctl_names, labels_published=published)
 
 
-def _namespaces_from_file(path: str) -> dict[str, Mapping[str, str]]:
+def namespaces_from_file(path: str) -> dict[str, Mapping[str, str]]:
     found: dict[str, Mapping[str, str]] = {}
     for doc in files.load_documents(files.read_text(path), source=path):
         if _kind(doc) == "Namespace":

@@ -1,0 +1,229 @@
+"""Kubernetes I/O for `v4only certs`: the two Secrets, the webhook configuration's caBundle, the Service endpoints.
+
+Every function takes a `kubernetes.client.ApiClient` and speaks plain dicts/bytes: requests go through
+`ApiClient.param_serialize` + `call_api` (so kubeconfig auth, TLS and proxies are the client's own) and responses
+are parsed as JSON here, never deserialised into the client's models (v37 validates models strictly).
+The `kubernetes` package is imported on first use only, so `v4only --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+
+MWC_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+MANAGED_BY = {"app.kubernetes.io/name": "v4only", "app.kubernetes.io/managed-by": "v4only-certs"}
+TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+
+
+class KubeError(Exception):
+    """An API call failed: HTTP status (0 when the server could not be reached) and the server's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_api_client(*, kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient from `kubeconfig` (or $KUBECONFIG, ~/.kube/config), else the in-cluster service account."""
+    from kubernetes import client
+    from kubernetes import config as untyped_config
+
+    config: Any = untyped_config  # its loaders are untyped
+    default = Path(os.path.expanduser("~/.kube/config"))
+    try:
+        if kubeconfig or context or os.environ.get("KUBECONFIG") or default.exists():
+            return config.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    except (config.ConfigException, OSError) as error:
+        raise KubeError(0, f"cannot load a Kubernetes client configuration: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------- Secrets
+
+
+def read_secret(api: Any, namespace: str, name: str) -> dict[str, bytes] | None:
+    """The Secret's data, base64-decoded; None when the Secret does not exist."""
+    secret = _request(api, "GET", _secret_path(namespace, name), missing_ok=True)
+    if secret is None:
+        return None
+    data = secret.get("data") or {}
+    return {key: base64.b64decode(value) for key, value in data.items()}
+
+
+def write_secret(
+    api: Any,
+    namespace: str,
+    name: str,
+    data: Mapping[str, bytes],
+    *,
+    secret_type: str,
+    labels: Mapping[str, str] = MANAGED_BY,
+) -> str:
+    """Create the Secret, or replace its data; "created", "updated" or "unchanged".
+
+    An update sends the resourceVersion that was read, so a concurrent writer makes this fail (409) instead of one
+    silently overwriting the other.
+    """
+    encoded = {key: base64.b64encode(value).decode("ascii") for key, value in data.items()}
+    current = _request(api, "GET", _secret_path(namespace, name), missing_ok=True)
+    if current is None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "type": secret_type,
+            "data": encoded,
+        }
+        _request(api, "POST", f"/api/v1/namespaces/{quote(namespace)}/secrets", body=body)
+        return "created"
+    if current.get("type", "Opaque") != secret_type:
+        raise KubeError(
+            422,
+            f"Secret {namespace}/{name} has type {current.get('type')!r}, expected {secret_type!r} "
+            "(the type cannot change: delete the Secret first)",
+        )
+    if (current.get("data") or {}) == encoded:
+        return "unchanged"
+    metadata = current.setdefault("metadata", {})
+    metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+    current["data"] = encoded
+    _request(api, "PUT", _secret_path(namespace, name), body=current)
+    return "updated"
+
+
+# -------------------------------------------------------------------------------- webhook configuration
+
+
+def read_webhook_ca_bundles(api: Any, name: str) -> dict[str, bytes] | None:
+    """Each webhook's `clientConfig.caBundle` (b"" when unset) by webhook name; None when there is no such MWC."""
+    mwc = _request(api, "GET", f"{MWC_PATH}/{quote(name)}", missing_ok=True)
+    if mwc is None:
+        return None
+    return {
+        webhook["name"]: base64.b64decode((webhook.get("clientConfig") or {}).get("caBundle") or "")
+        for webhook in mwc.get("webhooks") or []
+    }
+
+
+def write_webhook_ca_bundle(api: Any, name: str, bundle: bytes) -> list[str]:
+    """Set `caBundle` on every webhook of the MWC whose value differs; return the names changed.
+
+    A JSON patch with a `test` of each webhook's name at its index: if the list changed since it was read, the
+    whole patch fails instead of writing a bundle into the wrong webhook.
+    """
+    mwc = _request(api, "GET", f"{MWC_PATH}/{quote(name)}")
+    assert mwc is not None
+    value = base64.b64encode(bundle).decode("ascii")
+    operations: list[dict[str, Any]] = []
+    changed: list[str] = []
+    for index, webhook in enumerate(mwc.get("webhooks") or []):
+        client_config = webhook.get("clientConfig") or {}
+        if client_config.get("caBundle") == value:
+            continue
+        operations.append({"op": "test", "path": f"/webhooks/{index}/name", "value": webhook["name"]})
+        operations.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": value})
+        changed.append(webhook["name"])
+    if operations:
+        _request(
+            api,
+            "PATCH",
+            f"{MWC_PATH}/{quote(name)}",
+            body=operations,
+            content_type="application/json-patch+json",
+        )
+    return changed
+
+
+# ------------------------------------------------------------------------------------------- endpoints
+
+
+def ready_endpoints(api: Any, namespace: str, service: str, *, port_name: str | None = None) -> list[tuple[str, int]]:
+    """(address, port) of every ready endpoint of the Service, from its EndpointSlices.
+
+    `port_name` picks the Service port by name; without it the slice's only port is used (an error if several).
+    """
+    slices = _request(
+        api,
+        "GET",
+        f"/apis/discovery.k8s.io/v1/namespaces/{quote(namespace)}/endpointslices",
+        query={"labelSelector": f"kubernetes.io/service-name={service}"},
+    )
+    assert slices is not None
+    found: list[tuple[str, int]] = []
+    for item in slices.get("items") or []:
+        ports = [p for p in item.get("ports") or [] if port_name is None or p.get("name") == port_name]
+        if len(ports) != 1 or ports[0].get("port") is None:
+            continue
+        port = int(ports[0]["port"])
+        for endpoint in item.get("endpoints") or []:
+            # `ready` unset means ready (discovery.k8s.io/v1 EndpointConditions).
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            found.extend((address, port) for address in endpoint.get("addresses") or [])
+    return sorted(set(found))
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _secret_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}"
+
+
+def _request(
+    api: Any,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+    missing_ok: bool = False,
+) -> Any:
+    """One API call; the parsed JSON body, or None for a 404 when `missing_ok`. Other failures raise KubeError."""
+    from kubernetes.client.exceptions import ApiException
+
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    request = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=list(query.items()) if query else None,
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    try:
+        response = api.call_api(*request, _request_timeout=TIMEOUT)
+        raw = response.read()
+    except ApiException as error:
+        raise KubeError(int(error.status or 0), f"{method} {path}: {error.reason}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise KubeError(0, f"{method} {path}: cannot reach the API server: {error}") from None
+    status = int(response.status)
+    if status == 404 and missing_ok:
+        return None
+    if not 200 <= status < 300:
+        raise KubeError(status, f"{method} {path}: HTTP {status}: {_status_message(raw)}")
+    return json.loads(raw) if raw else None
+
+
+def _status_message(raw: bytes) -> str:
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return raw[:200].decode("utf-8", "replace")
+    if isinstance(status, dict) and status.get("message"):
+        return str(status["message"])
+    return raw[:200].decode("utf-8", "replace")
