@@ -159,9 +159,7 @@ def test_needs_renewal_boundaries(serving: certs.KeyPair) -> None:
     expiry = certs.not_after(serving.cert_pem)
     window = timedelta(days=30)
     assert not certs.needs_renewal(serving.cert_pem, now=NOW, renew_before=window)
-    assert not certs.needs_renewal(
-        serving.cert_pem, now=expiry - window - timedelta(seconds=1), renew_before=window
-    )
+    assert not certs.needs_renewal(serving.cert_pem, now=expiry - window - timedelta(seconds=1), renew_before=window)
     assert certs.needs_renewal(serving.cert_pem, now=expiry - window, renew_before=window)
     assert certs.needs_renewal(serving.cert_pem, now=expiry + timedelta(days=1), renew_before=window)
     # Not yet valid (a clock far behind, or a certificate from the future): renew.
@@ -197,9 +195,7 @@ def test_merge_keeps_order_dedupes_and_drops_expired(ca: certs.KeyPair, serving:
 def test_without_cas(ca: certs.KeyPair) -> None:
     new = certs.build_ca(common_name="new", now=NOW)
     bundle = certs.merge_ca_bundles(new.cert_pem, ca.cert_pem, now=NOW)
-    assert certs.bundle_fingerprints(certs.without_cas(bundle, [ca.cert_pem])) == [
-        certs.fingerprint(new.cert_pem)
-    ]
+    assert certs.bundle_fingerprints(certs.without_cas(bundle, [ca.cert_pem])) == [certs.fingerprint(new.cert_pem)]
 
 
 def test_split_pem_bundle_ignores_text_between_blocks(ca: certs.KeyPair) -> None:
@@ -207,3 +203,125 @@ def test_split_pem_bundle_ignores_text_between_blocks(ca: certs.KeyPair) -> None
     assert len(certs.split_pem_bundle(text)) == 2
     with pytest.raises(certs.CertificateError):
         certs.split_pem_bundle(b"-----BEGIN CERTIFICATE-----\nAAAA")
+
+
+# ------------------------------------------------------------------------------------------- plan_certs
+
+REQUEST = certs.CertRequest(dns_names=tuple(DNS))
+
+
+def _plan(state: certs.CertPlan | None, now: datetime, **kwargs):
+    served = kwargs.pop("served", None)
+    request = kwargs.pop("request", REQUEST)
+    return certs.plan_certs(
+        request,
+        ca=state.ca if state else None,
+        serving=state.serving if state else None,
+        trusted=state.bundle if state else b"",
+        served=served,
+        now=now,
+        **kwargs,
+    )
+
+
+def test_plan_over_ten_years() -> None:
+    """Daily runs for ten years: never an expired serving certificate, never an untrusted one, always ≤ 2 CAs."""
+    state = _plan(None, NOW)
+    now = NOW
+    renewals = rollovers = 0
+    while now < NOW + timedelta(days=3650):
+        now += timedelta(days=1)
+        # The single replica picks up what was written the day before.
+        new = _plan(state, now, served=[state.serving.cert_pem])
+        renewals += new.serving_changed
+        rollovers += new.ca_changed
+        assert certs.is_valid_at(new.serving.cert_pem, now)
+        assert not certs.needs_renewal(new.serving.cert_pem, now=now, renew_before=timedelta(days=29))
+        assert certs.chains_to(new.serving.cert_pem, new.bundle, now=now)
+        # What the replica still serves today is trusted by the bundle written today.
+        assert certs.chains_to(state.serving.cert_pem, new.bundle, now=now)
+        assert len(certs.split_pem_bundle(new.bundle)) <= 2
+        state = new
+    assert rollovers == 1  # the 10-year CA is rolled over once, about 395 days before it expires
+    assert 9 <= renewals <= 12
+
+
+def test_plan_keeps_everything_when_nothing_is_due() -> None:
+    first = _plan(None, NOW)
+    again = _plan(first, NOW + timedelta(days=100))
+    assert again.ca == first.ca and again.serving == first.serving and again.bundle == first.bundle
+    assert not again.ca_changed and not again.serving_changed and not again.rollover_pending
+
+
+def test_plan_renews_inside_the_window_only() -> None:
+    first = _plan(None, NOW)
+    assert not _plan(first, NOW + timedelta(days=334)).serving_changed
+    renewed = _plan(first, NOW + timedelta(days=336))
+    assert renewed.serving_changed and not renewed.ca_changed
+    assert renewed.bundle == first.bundle
+
+
+def test_plan_rollover_waits_for_every_replica() -> None:
+    first = _plan(None, NOW)
+    rolled = _plan(first, NOW, request=certs.CertRequest(dns_names=tuple(DNS), rotate_ca=True))
+    assert rolled.ca_changed and rolled.serving_changed and rolled.rollover_pending
+    old_serving, new_serving = first.serving.cert_pem, rolled.serving.cert_pem
+    mixed = _plan(rolled, NOW, served=[new_serving, old_serving])
+    assert mixed.rollover_pending and "1 of 2 replicas" in " ".join(mixed.notes)
+    assert _plan(rolled, NOW, served=[]).rollover_pending  # nothing to check: keep
+    assert _plan(rolled, NOW, served=[b"garbage"]).rollover_pending
+    done = _plan(rolled, NOW, served=[new_serving, new_serving])
+    assert not done.rollover_pending and done.bundle == rolled.ca.cert_pem
+    assert not done.serving_changed and not done.ca_changed
+
+
+def test_plan_drops_an_expired_old_ca_without_asking() -> None:
+    old = certs.build_ca(common_name="old", now=NOW - timedelta(days=30), days=20)
+    first = _plan(None, NOW)
+    plan = certs.plan_certs(
+        REQUEST, ca=first.ca, serving=first.serving, trusted=first.bundle + old.cert_pem, served=None, now=NOW
+    )
+    assert plan.bundle == first.ca.cert_pem
+
+
+def test_plan_trusts_the_ca_of_a_stored_certificate_even_if_the_bundle_lost_it() -> None:
+    first = _plan(None, NOW)
+    rolled = certs.plan_certs(
+        certs.CertRequest(dns_names=tuple(DNS), rotate_ca=True),
+        ca=first.ca,
+        serving=first.serving,
+        trusted=b"",  # e.g. the webhook configuration was re-created without a caBundle
+        served=None,
+        now=NOW,
+    )
+    assert certs.chains_to(first.serving.cert_pem, rolled.bundle)
+
+
+def test_plan_replaces_a_broken_ca() -> None:
+    first = _plan(None, NOW)
+    other = certs.build_ca(common_name="x", now=NOW)
+    plan = certs.plan_certs(
+        REQUEST,
+        ca=certs.KeyPair(first.ca.cert_pem, other.key_pem),
+        serving=first.serving,
+        trusted=first.bundle,
+        served=None,
+        now=NOW,
+    )
+    assert plan.ca_changed and plan.serving_changed
+    assert "does not match" in plan.notes[0]
+
+
+def test_plan_ignores_damaged_bundle_entries() -> None:
+    first = _plan(None, NOW)
+    other = certs.build_ca(common_name="other", now=NOW)
+    damaged = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+    truncated = b"-----BEGIN CERTIFICATE-----\nAB"
+    trusted = damaged + other.cert_pem + truncated
+    plan = certs.plan_certs(REQUEST, ca=first.ca, serving=first.serving, trusted=trusted, served=None, now=NOW)
+    assert plan.bundle == first.ca.cert_pem + other.cert_pem
+
+
+def test_request_rejects_a_ca_shorter_than_a_serving_certificate() -> None:
+    with pytest.raises(ValueError):
+        certs.CertRequest(dns_names=("a",), ca_days=300, serving_days=365)

@@ -29,6 +29,8 @@ class Decision:
     remedy: Remedy | None
     reason: str
     dns: bool = False
+    # Further warnings for the user that are not part of the reason (e.g. a mistyped annotation).
+    notes: tuple[str, ...] = ()
 
     @property
     def managed(self) -> bool:
@@ -48,8 +50,9 @@ def decide(
     unmanaged = _unmanaged_reason(meta, namespace, namespace_labels, settings)
     if unmanaged is not None:
         return Decision(None, unmanaged)
-    remedy, reason = _choose(meta, spec, namespace_labels, capability, settings)
-    return Decision(remedy, _clip(reason), dns=settings.dns.enabled and remedy != "none")
+    override, notes = _override(meta)
+    remedy, reason = _choose(override, spec, namespace_labels, capability, settings)
+    return Decision(remedy, _clip(reason), dns=settings.dns.enabled and remedy != "none", notes=notes)
 
 
 def _unmanaged_reason(
@@ -73,17 +76,20 @@ def _unmanaged_reason(
     return f"neither the pod nor namespace {namespace} has {keys.INJECT}=enabled"
 
 
+def _override(meta: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    value = _mapping(meta.get("annotations"), "metadata.annotations").get(keys.REMEDY, "auto")
+    if value in _OVERRIDES:
+        return str(value), ()
+    return "auto", (_clip(f"v4only: {keys.REMEDY}={str(value)[:30]!r} is not auto|sysctl|env|none; using auto"),)
+
+
 def _choose(
-    meta: Mapping[str, Any],
+    override: str,
     spec: Mapping[str, Any],
     namespace_labels: Mapping[str, str] | None,
     capability: Capability,
     settings: Settings,
 ) -> tuple[Remedy, str]:
-    override = _mapping(meta.get("annotations"), "metadata.annotations").get(keys.REMEDY, "auto")
-    note = ""
-    if override not in _OVERRIDES:
-        note, override = f" ({keys.REMEDY}={str(override)[:20]!r} is not auto|sysctl|env|none)", "auto"
     if override == "none":
         return "none", f"none: {keys.REMEDY}=none"
     if override == "env":
@@ -91,12 +97,12 @@ def _choose(
     blocked = _sysctl_blocker(spec, namespace_labels, settings)
     if blocked is not None:
         remedy, why = blocked
-        prefix = f"{remedy}: {keys.REMEDY}=sysctl not applied, " if override == "sysctl" else f"{remedy}: "
-        return remedy, prefix + why + note
+        suffix = f"; {keys.REMEDY}=sysctl not applied" if override == "sysctl" else ""
+        return remedy, f"{remedy}: {why}{suffix}"
     if override == "sysctl":
         return "sysctl", f"sysctl: {keys.REMEDY}=sysctl (node capability not checked)"
     remedy, why = _by_capability(spec, capability, settings)
-    return remedy, f"{remedy}: {why}{note}"
+    return remedy, f"{remedy}: {why}"
 
 
 def _sysctl_blocker(
@@ -112,7 +118,7 @@ def _sysctl_blocker(
     if level is None:
         return "env", "namespace labels not known yet, so Pod Security enforcement cannot be checked"
     if pod_security_forbids(level, settings):
-        return "env", f"namespace enforces Pod Security {level}, which forbids {_names(settings)}"
+        return "env", f"namespace enforces Pod Security {level}, which forbids unsafe sysctls"
     return None
 
 
@@ -156,7 +162,7 @@ def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Se
     if settings.mixed_clusters == "env":
         return "env", f"{counts}; mixedClusters is env"
     if not capability.labels_published:
-        return "env", f"{counts}; node labels not published, so the pod cannot be pinned"
+        return "env", f"{counts}; no published node labels to pin to"
     return "sysctl+affinity", f"{counts}; pinned to {keys.NODE_CAPABILITY}=allowed"
 
 

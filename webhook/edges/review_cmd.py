@@ -157,7 +157,7 @@ def _review_document(doc: Any, inputs: Inputs, index: int) -> Result:
         plan = plan_patch(template, decision, inputs.settings, base=pointer)
     except UnhandledObject as error:
         raise UsageError(f"document {index + 1} ({_kind(doc)}): {error}") from None
-    warnings = (decision.reason, *plan.warnings) if decision.managed else ()
+    warnings = (decision.reason, *decision.notes, *plan.warnings) if decision.managed else ()
     uid = f"v4only-review-{index + 1}"
     response = build_response(uid, ops=plan.ops, warnings=list(warnings))
     return Result(doc, apply_patch(doc, plan.ops), plan.ops, decision, warnings, response)

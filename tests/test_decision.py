@@ -1,0 +1,218 @@
+"""The decision table: one case per rule of shared/product.md "The decision", and the combinations that matter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.helpers import pod
+from webhook.core.capability import Capability, NodeFacts, Taint
+from webhook.core.decision import decide
+from webhook.core.errors import UnhandledObject
+from webhook.core.settings import Settings, parse_settings
+
+SETTINGS = Settings()
+SYSCTL = "net.ipv6.conf.all.disable_ipv6"
+ENABLED_NS = {"v4only.io/inject": "enabled"}
+
+
+def node(name: str, allowlist: tuple[str, ...] | None = ("net.ipv6.*",), **extra: Any) -> NodeFacts:
+    labels = {"kubernetes.io/hostname": name, **extra.pop("labels", {})}
+    return NodeFacts(name=name, labels=labels, allowlist=allowlist, **extra)
+
+
+def cluster(*nodes: NodeFacts, published: bool = True) -> Capability:
+    return Capability.build(nodes, sysctl_names=SETTINGS.sysctl_names, labels_published=published)
+
+
+ALLOWING = cluster(node("a"), node("b"), node("c"))
+FORBIDDING = cluster(node("a", ()), node("b", ("net.ipv4.ip_forward",)), node("c", ()))
+MIXED = cluster(node("a"), node("b"), node("c", ()))
+UNKNOWN_NODES = cluster(node("a", None), node("b", None))
+
+
+def run(p: dict[str, Any], *, ns_labels: dict[str, str] | None = None, capability: Capability = ALLOWING,
+        namespace: str = "team-a", settings: Settings = SETTINGS) -> tuple[str | None, str]:
+    decision = decide(p, namespace=namespace, namespace_labels=ns_labels if ns_labels is not None else {},
+                      capability=capability, settings=settings)
+    return decision.remedy, decision.reason
+
+
+UNLABELLED: dict[str, str] = {}
+
+# (case, pod, namespace labels, namespace, expected remedy or None for not managed, text in the reason)
+OPT_IN = [
+    ("no labels anywhere", pod(labels={}), UNLABELLED, "team-a", None, "neither the pod nor namespace"),
+    ("namespace enabled", pod(labels={}), ENABLED_NS, "team-a", "sysctl", "3 of 3"),
+    ("pod enabled", pod(), UNLABELLED, "team-a", "sysctl", "3 of 3"),
+    ("namespace disabled beats pod enabled", pod(), {"v4only.io/inject": "disabled"}, "team-a", None,
+     "has v4only.io/inject=disabled"),
+    ("pod disabled beats namespace enabled", pod(labels={"v4only.io/inject": "disabled"}), ENABLED_NS, "team-a",
+     None, "pod has v4only.io/inject=disabled"),
+    ("kube-system excluded", pod(), ENABLED_NS, "kube-system", None, "excluded"),
+    ("own namespace excluded", pod(), ENABLED_NS, "v4only-system", None, "excluded"),
+    ("other label value is not an opt-in", pod(labels={"v4only.io/inject": "yes"}), UNLABELLED, "team-a", None,
+     "neither"),
+]
+
+
+@pytest.mark.parametrize(("case", "p", "ns_labels", "namespace", "remedy", "reason"), OPT_IN, ids=[c[0] for c in OPT_IN])
+def test_opt_in_and_opt_out(case, p, ns_labels, namespace, remedy, reason) -> None:
+    got_remedy, got_reason = run(p, ns_labels=ns_labels, namespace=namespace)
+    assert got_remedy == remedy
+    assert reason in got_reason
+
+
+def test_unknown_namespace_manages_only_labelled_pods_and_never_risks_the_sysctl() -> None:
+    unlabelled = decide(pod(labels={}), namespace="new", namespace_labels=None, capability=ALLOWING,
+                        settings=SETTINGS)
+    labelled = decide(pod(), namespace="new", namespace_labels=None, capability=ALLOWING, settings=SETTINGS)
+    assert unlabelled.remedy is None
+    assert (labelled.remedy, labelled.reason) == (
+        "env", "env: namespace labels not known yet, so Pod Security enforcement cannot be checked")
+
+
+# (case, pod, namespace labels, capability, expected remedy, expected reason — exact)
+RULES = [
+    ("windows", pod(os={"name": "windows"}), {}, ALLOWING, "none", "none: sysctls cannot be set on Windows pods"),
+    ("windows wins over hostNetwork", pod(os={"name": "windows"}, hostNetwork=True), {}, ALLOWING, "none",
+     "none: sysctls cannot be set on Windows pods"),
+    ("hostNetwork", pod(hostNetwork=True), {}, ALLOWING, "env",
+     "env: hostNetwork pods may not set net.* sysctls (API server validation)"),
+    ("hostNetwork false is ordinary", pod(hostNetwork=False), {}, ALLOWING, "sysctl",
+     f"sysctl: 3 of 3 schedulable nodes allow {SYSCTL}"),
+    ("PSA baseline", pod(), {"pod-security.kubernetes.io/enforce": "baseline"}, ALLOWING, "env",
+     "env: namespace enforces Pod Security baseline, which forbids unsafe sysctls"),
+    ("PSA restricted", pod(), {"pod-security.kubernetes.io/enforce": "restricted"}, ALLOWING, "env",
+     "env: namespace enforces Pod Security restricted, which forbids unsafe sysctls"),
+    ("PSA invalid level is restricted", pod(), {"pod-security.kubernetes.io/enforce": "bogus"}, ALLOWING, "env",
+     "env: namespace enforces Pod Security restricted, which forbids unsafe sysctls"),
+    ("PSA privileged", pod(), {"pod-security.kubernetes.io/enforce": "privileged"}, ALLOWING, "sysctl",
+     f"sysctl: 3 of 3 schedulable nodes allow {SYSCTL}"),
+    ("PSA warn only does not block", pod(), {"pod-security.kubernetes.io/warn": "restricted"}, ALLOWING, "sysctl",
+     f"sysctl: 3 of 3 schedulable nodes allow {SYSCTL}"),
+    ("all allow", pod(), {}, ALLOWING, "sysctl", f"sysctl: 3 of 3 schedulable nodes allow {SYSCTL}"),
+    ("none allow", pod(), {}, FORBIDDING, "env",
+     f"env: 0 of 3 schedulable nodes allow {SYSCTL} (kubelet allowedUnsafeSysctls)"),
+    ("some allow, labels published", pod(), {}, MIXED, "sysctl+affinity",
+     f"sysctl+affinity: 2 of 3 schedulable nodes allow {SYSCTL}; pinned to v4only.io/ipv6-sysctl=allowed"),
+    ("some allow, labels not published", pod(), {}, cluster(node("a"), node("b", ()), published=False), "env",
+     f"env: 1 of 2 schedulable nodes allow {SYSCTL}; no published node labels to pin to"),
+    ("nothing known about the nodes", pod(), {}, UNKNOWN_NODES, "env",
+     "env: capability of the 2 schedulable nodes not known yet"),
+    ("allowed and unknown is mixed", pod(), {}, cluster(node("a"), node("b", None)), "sysctl+affinity",
+     f"sysctl+affinity: 1 of 2 schedulable nodes allow {SYSCTL}; pinned to v4only.io/ipv6-sysctl=allowed"),
+    ("node list not read yet", pod(), {}, Capability.unknown("the node list has not been read yet"), "env",
+     "env: node capability not known yet (the node list has not been read yet)"),
+    ("no node at all", pod(), {}, cluster(), "env",
+     "env: no known schedulable node matches this pod's node constraints"),
+    ("assumed allowed", pod(), {}, Capability.assume("allowed", "--assume"), "sysctl",
+     f"sysctl: assumed allowed for {SYSCTL} (--assume)"),
+    ("assumed forbidden", pod(), {}, Capability.assume("forbidden", "--assume"), "env",
+     f"env: assumed forbidden for {SYSCTL} (--assume)"),
+]
+
+
+@pytest.mark.parametrize(("case", "p", "ns_labels", "capability", "remedy", "reason"), RULES, ids=[r[0] for r in RULES])
+def test_decision_rules(case, p, ns_labels, capability, remedy, reason) -> None:
+    assert run(p, ns_labels=ns_labels, capability=capability) == (remedy, reason)
+
+
+def test_an_unknown_remedy_value_is_reported_as_a_note() -> None:
+    decision = decide(_remedy("always"), namespace="t", namespace_labels={}, capability=ALLOWING, settings=SETTINGS)
+    assert decision.remedy == "sysctl"
+    assert decision.notes == ("v4only: v4only.io/remedy='always' is not auto|sysctl|env|none; using auto",)
+
+
+def _remedy(annotation: str, **spec: Any) -> dict[str, Any]:
+    return pod(annotations={"v4only.io/remedy": annotation}, **spec)
+
+
+OVERRIDES = [
+    ("none", _remedy("none"), {}, ALLOWING, "none", "none: v4only.io/remedy=none"),
+    ("env where sysctl would work", _remedy("env"), {}, ALLOWING, "env", "env: v4only.io/remedy=env"),
+    ("sysctl where nodes forbid", _remedy("sysctl"), {}, FORBIDDING, "sysctl",
+     "sysctl: v4only.io/remedy=sysctl (node capability not checked)"),
+    ("sysctl on hostNetwork is not applied", _remedy("sysctl", hostNetwork=True), {}, ALLOWING, "env",
+     "env: hostNetwork pods may not set net.* sysctls (API server validation); v4only.io/remedy=sysctl not applied"),
+    ("sysctl on windows is not applied", _remedy("sysctl", os={"name": "windows"}), {}, ALLOWING, "none",
+     "none: sysctls cannot be set on Windows pods; v4only.io/remedy=sysctl not applied"),
+    ("sysctl under baseline is not applied", _remedy("sysctl"), {"pod-security.kubernetes.io/enforce": "baseline"},
+     ALLOWING, "env", "env: namespace enforces Pod Security baseline, which forbids unsafe sysctls; "
+     "v4only.io/remedy=sysctl not applied"),
+    ("auto is the default", _remedy("auto"), {}, ALLOWING, "sysctl", f"sysctl: 3 of 3 schedulable nodes allow {SYSCTL}"),
+    ("an unknown value is auto", _remedy("always"), {}, FORBIDDING, "env",
+     f"env: 0 of 3 schedulable nodes allow {SYSCTL} (kubelet allowedUnsafeSysctls)"),
+]
+
+
+@pytest.mark.parametrize(("case", "p", "ns_labels", "capability", "remedy", "reason"), OVERRIDES,
+                         ids=[o[0] for o in OVERRIDES])
+def test_remedy_annotation(case, p, ns_labels, capability, remedy, reason) -> None:
+    got = run(p, ns_labels=ns_labels, capability=capability)
+    assert got == (remedy, reason)
+    assert len(got[1]) <= 120
+
+
+TAINTED = cluster(
+    node("cp", labels={"role": "control-plane"}, taints=(Taint("node-role.kubernetes.io/control-plane", "", "NoSchedule"),)),
+    node("gpu-1", (), labels={"role": "gpu"}, taints=(Taint("gpu", "true", "NoSchedule"),)),
+    node("w-1", labels={"role": "worker", "zone": "a"}),
+    node("w-2", (), labels={"role": "worker", "zone": "b"}),
+    node("w-3", labels={"role": "worker", "zone": "a"}, unschedulable=True),
+)
+
+PLACEMENT = [
+    ("taints keep ordinary pods off cp and gpu; cordoned w-3 excluded", pod(), "sysctl+affinity", "1 of 2"),
+    ("nodeSelector zone a (w-3 cordoned)", pod(nodeSelector={"zone": "a"}), "sysctl", "1 of 1"),
+    ("nodeSelector zone b", pod(nodeSelector={"zone": "b"}), "env", "0 of 1"),
+    ("nodeSelector matching nothing", pod(nodeSelector={"zone": "z"}), "env", "no known schedulable node"),
+    ("toleration opens the gpu node", pod(nodeSelector={"role": "gpu"},
+                                          tolerations=[{"key": "gpu", "operator": "Equal", "value": "true",
+                                                        "effect": "NoSchedule"}]), "env", "0 of 1"),
+    ("wrong toleration value keeps it closed", pod(nodeSelector={"role": "gpu"},
+                                                   tolerations=[{"key": "gpu", "value": "false"}]),
+     "env", "no known schedulable node"),
+    ("tolerate everything opens cp and gpu", pod(tolerations=[{"operator": "Exists"}]), "sysctl+affinity", "3 of 5"),
+    ("nodeName bypasses taints and cordons", pod(nodeName="w-3"), "sysctl", "1 of 1"),
+    ("nodeName of an unknown node", pod(nodeName="ghost"), "env", "no known schedulable node"),
+    ("DaemonSet-style matchFields", pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["w-2"]}]}]}}}),
+     "env", "0 of 1"),
+]
+
+
+@pytest.mark.parametrize(("case", "p", "remedy", "reason"), PLACEMENT, ids=[c[0] for c in PLACEMENT])
+def test_candidate_nodes_shape_the_decision(case, p, remedy, reason) -> None:
+    got_remedy, got_reason = run(p, capability=TAINTED)
+    assert got_remedy == remedy
+    assert reason in got_reason
+
+
+def test_only_managed_sysctls_count_and_every_one_must_be_allowed() -> None:
+    two = parse_settings({"sysctls": [{"name": SYSCTL, "value": "1"},
+                                      {"name": "net.ipv6.conf.default.disable_ipv6", "value": "1"}]})
+    half = Capability.build([node("a", (SYSCTL,)), node("b", ("net.ipv6.*",))], sysctl_names=two.sysctl_names,
+                            labels_published=False)
+    assert run(pod(), capability=half, settings=two) == (
+        "env", f"env: 1 of 2 schedulable nodes allow {SYSCTL} (+1); no published node labels to pin to")
+
+
+def test_dns_remedy_only_when_enabled() -> None:
+    on = parse_settings({"dns": {"enabled": True, "ndots": "1"}})
+    assert decide(pod(), namespace="t", namespace_labels={}, capability=ALLOWING, settings=on).dns
+    assert not decide(pod(), namespace="t", namespace_labels={}, capability=ALLOWING, settings=SETTINGS).dns
+    assert not decide(pod(os={"name": "windows"}), namespace="t", namespace_labels={}, capability=ALLOWING,
+                      settings=on).dns
+
+
+@pytest.mark.parametrize("bad", [
+    {"metadata": "x", "spec": {}},
+    {"metadata": {"labels": ["v4only.io/inject"]}, "spec": {}},
+    {"metadata": {"labels": {"v4only.io/inject": "enabled"}}, "spec": {"nodeSelector": ["a"]}},
+    {"metadata": {"labels": {"v4only.io/inject": "enabled"}}, "spec": {"os": "linux"}},
+])
+def test_unreadable_objects_raise_a_clear_error(bad: dict[str, Any]) -> None:
+    with pytest.raises(UnhandledObject):
+        decide(bad, namespace="t", namespace_labels={}, capability=ALLOWING, settings=SETTINGS)

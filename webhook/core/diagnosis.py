@@ -1,0 +1,477 @@
+"""`v4only doctor`, the pure part: what each node and opted-in namespace gets and why, hints, rendering.
+
+The edge (`webhook/edges/doctor.py`) gathers plain facts from the cluster; `diagnose` turns them into a
+`Diagnosis` using the same `evaluate_node` and `decide` as the webhook, and `render_table` /
+`render_json` print it. Nothing here decides anything `decide` does not.
+
+What counts as a problem (exit status 1), precisely:
+- an opted-in namespace (label `v4only.io/inject=enabled`, not excluded) where a new plain pod gets
+  `env` although the namespace's Pod Security level would accept the sysctl: the nodes stand in the
+  way (they forbid it, are not known, or only some allow it and labels are not published);
+- a pod that already failed with `SysctlForbidden` naming a managed sysctl: it will never start.
+Not a problem, shown with a note: `env` because the namespace enforces Pod Security baseline or
+restricted (the fallback is the designed outcome there), and an opted-in namespace that the settings
+exclude.
+
+Hints: MicroK8s and k3s commands follow shared/reference/kubernetes.md §7; MicroK8s is recognised by
+the node labels its kubelet args set (`microk8s.io/cluster=true`, `node.kubernetes.io/microk8s-
+controlplane` or `-worker`: canonical/microk8s microk8s-resources/default-args/kubelet and
+scripts/cluster/join.py), k3s by `+k3s` in the kubelet version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import orjson
+
+from webhook.core import keys
+from webhook.core.capability import Capability, NodeFacts, Source, Verdict, evaluate_node
+from webhook.core.decision import decide, enforced_level, pod_security_forbids
+from webhook.core.evidence import Rejection
+from webhook.core.settings import Settings
+from webhook.core.sysctls import Allowlist, pattern_error
+
+Distro = Literal["microk8s", "k3s", "other"]
+MICROK8S_LABELS = (
+    "microk8s.io/cluster",
+    "node.kubernetes.io/microk8s-controlplane",
+    "node.kubernetes.io/microk8s-worker",
+)
+# A new pod with no constraints of its own: what "a new pod in this namespace" means.
+PLAIN_POD: Mapping[str, Any] = {"metadata": {"labels": {}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+K3S_SERVICELB_DEFAULTS = "net.ipv4.ip_forward,net.ipv6.conf.all.forwarding"
+
+# One screen: rows beyond these are grouped or summarised (the JSON output always has everything).
+MAX_NODE_ROWS = 12
+MAX_NAMESPACE_ROWS = 10
+MAX_POD_ROWS = 5
+MAX_CELL = 44
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    name: str
+    kubelet_version: str
+    distro: Distro
+    cordoned: bool
+    ready: bool
+    # The running kubelet's allowedUnsafeSysctls; None when not read (then `configz_error` says why).
+    allowlist: tuple[str, ...] | None
+    configz_error: str
+    # Per managed sysctl (settings order), then the node's verdict for all of them together.
+    verdicts: tuple[tuple[str, Verdict], ...]
+    verdict: Verdict
+    source: Source
+    detail: str
+    invalid_patterns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceReport:
+    name: str
+    pod_security: str
+    remedy: str  # the remedy a new pod gets, or "unmanaged"
+    reason: str
+    problem: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PodReport:
+    namespace: str
+    name: str
+    node: str
+    message: str
+    managed: bool  # names a managed sysctl
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    sysctls: tuple[str, ...]
+    labels_published: bool
+    nodes: tuple[NodeReport, ...]
+    namespaces: tuple[NamespaceReport, ...]
+    pods: tuple[PodReport, ...]
+    hints: tuple[str, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.problems else 0
+
+
+def distro_of(node: NodeFacts) -> Distro:
+    if any(label in node.labels for label in MICROK8S_LABELS):
+        return "microk8s"
+    if "+k3s" in node.kubelet_version:
+        return "k3s"
+    return "other"
+
+
+def with_evidence(
+    nodes: Iterable[NodeFacts], rejections: Iterable[Rejection], managed: Iterable[str]
+) -> list[NodeFacts]:
+    """Nodes with `refused` set from every rejection on them that names a managed sysctl."""
+    names = tuple(managed)
+    refused: dict[str, set[str]] = {}
+    for rejection in rejections:
+        refused.setdefault(rejection.node, set()).update(rejection.refuses(names))
+    return [replace(n, refused=n.refused | frozenset(refused.get(n.name, ()))) for n in nodes]
+
+
+def diagnose(
+    nodes: Iterable[NodeFacts],
+    *,
+    configz_errors: Mapping[str, str],
+    namespaces: Mapping[str, Mapping[str, str]],
+    rejections: Iterable[Rejection],
+    settings: Settings,
+    labels_published: bool,
+) -> Diagnosis:
+    """Everything `doctor` shows, from plain facts; `nodes` carry the configz allowlists already."""
+    rejected = sorted(rejections, key=lambda r: (r.namespace, r.name))
+    facts = with_evidence(nodes, rejected, settings.sysctl_names)
+    capability = Capability.build(facts, sysctl_names=settings.sysctl_names, labels_published=labels_published)
+    node_reports = tuple(
+        _node_report(n, v.verdict, v.source, v.detail, configz_errors.get(n.name, ""), settings)
+        for n, v in zip(capability.nodes, capability.verdicts, strict=True)
+    )
+    ns_reports = tuple(
+        _namespace_report(name, labels, capability, settings)
+        for name, labels in sorted(namespaces.items())
+        if labels.get(keys.INJECT) == keys.ENABLED
+    )
+    pods = tuple(
+        PodReport(r.namespace, r.name, r.node, r.message, bool(_managed_refused(r, settings))) for r in rejected
+    )
+    problems = [
+        f"namespace {n.name}: new pods get {n.remedy}: {_strip_remedy(n.reason)}" for n in ns_reports if n.problem
+    ]
+    failed = [p for p in pods if p.managed]
+    if failed:
+        problems.append(f"{len(failed)} pod(s) already failed with SysctlForbidden and will never start")
+    return Diagnosis(
+        sysctls=tuple(s.name for s in settings.sysctls),
+        labels_published=labels_published,
+        nodes=node_reports,
+        namespaces=ns_reports,
+        pods=pods,
+        hints=tuple(_hints(node_reports, ns_reports, pods, settings, labels_published)),
+        problems=tuple(problems),
+    )
+
+
+def _managed_refused(rejection: Rejection, settings: Settings) -> frozenset[str]:
+    return (rejection.not_allowlisted | rejection.host_namespace) & settings.sysctl_names
+
+
+def _node_report(
+    node: NodeFacts, verdict: Verdict, source: Source, detail: str, configz_error: str, settings: Settings
+) -> NodeReport:
+    invalid: tuple[tuple[str, str], ...] = ()
+    if node.allowlist is not None:
+        invalid = tuple((p, pattern_error(p) or "") for p in Allowlist.parse(node.allowlist).invalid)
+    return NodeReport(
+        name=node.name,
+        kubelet_version=node.kubelet_version,
+        distro=distro_of(node),
+        cordoned=node.unschedulable,
+        ready=node.ready,
+        allowlist=node.allowlist,
+        configz_error=configz_error if node.allowlist is None else "",
+        verdicts=tuple((s.name, evaluate_node(node, (s.name,)).verdict) for s in settings.sysctls),
+        verdict=verdict,
+        source=source,
+        detail=detail,
+        invalid_patterns=invalid,
+    )
+
+
+def _namespace_report(
+    name: str, labels: Mapping[str, str], capability: Capability, settings: Settings
+) -> NamespaceReport:
+    decision = decide(PLAIN_POD, namespace=name, namespace_labels=labels, capability=capability, settings=settings)
+    level = enforced_level(labels, settings) or "unknown"
+    raw = labels.get(keys.PSA_ENFORCE)
+    shown = f"{level} (default)" if raw is None else level if raw == level else f"{level} (invalid {raw[:20]!r})"
+    if decision.remedy is None:
+        return NamespaceReport(name, shown, "unmanaged", decision.reason, problem=False)
+    problem = decision.remedy == "env" and not pod_security_forbids(level, settings)
+    return NamespaceReport(name, shown, decision.remedy, decision.reason, problem)
+
+
+# ---- hints ---------------------------------------------------------------------------------------
+
+
+def _hints(
+    nodes: Sequence[NodeReport],
+    namespaces: Sequence[NamespaceReport],
+    pods: Sequence[PodReport],
+    settings: Settings,
+    labels_published: bool,
+) -> list[str]:
+    hints: list[str] = []
+    forbidden = [n for n in nodes if n.verdict == "forbidden" and n.source != "override"]
+    hints += _fix_hints([n for n in forbidden if not _allows_all(n, settings)], settings)
+    hints += _invalid_pattern_hints(nodes)
+    hints += _unknown_hints([n for n in nodes if n.verdict == "unknown"])
+    hints += _evidence_hints([n for n in nodes if n.source == "evidence"], settings)
+    node_problem = any(n.problem for n in namespaces)
+    if node_problem and not labels_published and _mixed(nodes):
+        hints.append(
+            "only some nodes allow the sysctl and node labels are not published, so pods get env: run "
+            f"`v4only serve --publish-node-labels` (one replica keeps {keys.NODE_CAPABILITY} on nodes) "
+            "or fix the other nodes"
+        )
+    for ns in namespaces:
+        if ns.remedy == "env" and not ns.problem:
+            hints.append(
+                f"namespace {ns.name} enforces Pod Security {ns.pod_security.split()[0]}: its pods get the env "
+                "fallback by design (the sysctl needs enforce=privileged)"
+            )
+    failed = [p for p in pods if p.managed]
+    if failed:
+        hints.append(
+            f"{len(failed)} pod(s) failed with SysctlForbidden and their controllers keep making new ones: once "
+            "the nodes are fixed, run `v4only patch` or delete them (`kubectl delete pod -n NAMESPACE NAME`)"
+        )
+    return hints
+
+
+def _fix_hints(nodes: Sequence[NodeReport], settings: Settings) -> list[str]:
+    groups: dict[tuple[Distro, tuple[str, ...] | None], list[NodeReport]] = {}
+    for node in nodes:
+        groups.setdefault((node.distro, node.allowlist), []).append(node)
+    hints = []
+    for (distro, allowlist), members in groups.items():
+        valid = [p for p in allowlist or () if pattern_error(p) is None]
+        parsed = Allowlist.parse(valid)
+        missing = [s.name for s in settings.sysctls if not parsed.allows(s.name)] or [s.name for s in settings.sysctls]
+        where = _name_list([n.name for n in members])
+        if distro == "microk8s":
+            hints.append(
+                f"{where} (MicroK8s): put --allowed-unsafe-sysctls={','.join(valid + missing)} in "
+                "/var/snap/microk8s/current/args/kubelet (no spaces after commas), then run "
+                "`microk8s stop; microk8s start`; kubelite reads that file itself, so `ps` never shows the flag"
+            )
+        elif distro == "k3s":
+            hints.append(
+                f"{where} (k3s): start k3s with --kubelet-arg=allowed-unsafe-sysctls+={','.join(missing)} "
+                "(or kubelet-arg in /etc/rancher/k3s/config.yaml) and restart it; use +=, because a plain = "
+                f"drops k3s's ServiceLB defaults ({K3S_SERVICELB_DEFAULTS})"
+            )
+        else:
+            hints.append(
+                f"{where}: add {','.join(missing)} to KubeletConfiguration.allowedUnsafeSysctls and restart the "
+                "kubelet (kubeadm: `kubectl edit cm -n kube-system kubelet-config`, then "
+                "`kubeadm upgrade node phase kubelet-config` on each node)"
+            )
+    return hints
+
+
+def _invalid_pattern_hints(nodes: Sequence[NodeReport]) -> list[str]:
+    groups: dict[tuple[str, str], list[str]] = {}
+    for node in nodes:
+        for pattern, error in node.invalid_patterns:
+            groups.setdefault((pattern, error), []).append(node.name)
+    return [
+        f"{_name_list(names)}: allowlist entry {pattern!r} can never match ({error}); a kubelet 1.29+ refuses to "
+        "start with it (on MicroK8s that stops all of kubelite): write it without quotes or spaces"
+        for (pattern, error), names in groups.items()
+    ]
+
+
+def _unknown_hints(nodes: Sequence[NodeReport]) -> list[str]:
+    groups: dict[str, list[str]] = {}
+    for node in nodes:
+        groups.setdefault(node.configz_error or "not read", []).append(node.name)
+    hints = []
+    for error, names in groups.items():
+        if error.startswith("403"):
+            fix = "grant `get` on `nodes/proxy` to the caller (see manifests/)"
+        else:
+            fix = "check that the node is up and the API server can reach its kubelet"
+        hints.append(
+            f"{_name_list(names)}: kubelet configuration not readable ({error}): {fix}, "
+            f"or label the node {keys.NODE_OVERRIDE}=allowed|forbidden"
+        )
+    return hints
+
+
+def _evidence_hints(nodes: Sequence[NodeReport], settings: Settings) -> list[str]:
+    allowing = [n.name for n in nodes if _allows_all(n, settings)]
+    if not allowing:
+        return []
+    return [
+        f"{_name_list(allowing)}: the running kubelet now allows the sysctl but pods failed there with "
+        "SysctlForbidden; if the kubelet was fixed since, delete those pods (they count until the kubelet restarts)"
+    ]
+
+
+def _allows_all(node: NodeReport, settings: Settings) -> bool:
+    """The running kubelet's allowlist accepts every managed sysctl (whatever other sources say)."""
+    if node.allowlist is None:
+        return False
+    allowlist = Allowlist.parse(node.allowlist)
+    return all(allowlist.allows(s.name) for s in settings.sysctls)
+
+
+def _mixed(nodes: Sequence[NodeReport]) -> bool:
+    verdicts = {n.verdict for n in nodes if not n.cordoned}
+    return "allowed" in verdicts and len(verdicts) > 1
+
+
+def _name_list(names: Sequence[str], shown: int = 3) -> str:
+    head = ", ".join(names[:shown])
+    return head if len(names) <= shown else f"{head} (+{len(names) - shown} more)"
+
+
+def _strip_remedy(reason: str) -> str:
+    head, sep, tail = reason.partition(": ")
+    return tail if sep and head in ("sysctl", "sysctl+affinity", "env", "none") else reason
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+
+
+def render_json(diagnosis: Diagnosis) -> str:
+    doc = {
+        "sysctls": list(diagnosis.sysctls),
+        "labelsPublished": diagnosis.labels_published,
+        "nodes": [
+            {
+                "name": n.name,
+                "kubeletVersion": n.kubelet_version,
+                "distro": n.distro,
+                "cordoned": n.cordoned,
+                "ready": n.ready,
+                "allowlist": None if n.allowlist is None else list(n.allowlist),
+                "configzError": n.configz_error or None,
+                "verdicts": dict(n.verdicts),
+                "verdict": n.verdict,
+                "source": n.source,
+                "detail": n.detail,
+                "invalidPatterns": [{"pattern": p, "error": e} for p, e in n.invalid_patterns],
+            }
+            for n in diagnosis.nodes
+        ],
+        "namespaces": [
+            {
+                "name": n.name,
+                "podSecurity": n.pod_security,
+                "remedy": n.remedy,
+                "reason": n.reason,
+                "problem": n.problem,
+            }
+            for n in diagnosis.namespaces
+        ],
+        "failedPods": [
+            {"namespace": p.namespace, "name": p.name, "node": p.node, "message": p.message, "managed": p.managed}
+            for p in diagnosis.pods
+        ],
+        "hints": list(diagnosis.hints),
+        "problems": list(diagnosis.problems),
+    }
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+
+
+def render_table(diagnosis: Diagnosis) -> str:
+    lines = [_summary(diagnosis), ""]
+    lines += _nodes_table(diagnosis)
+    lines += ["", *_namespaces_table(diagnosis)]
+    if diagnosis.pods:
+        lines += ["", *_pods_table(diagnosis.pods)]
+    if diagnosis.hints:
+        lines += ["", "HINTS", *(f"- {h}" for h in diagnosis.hints)]
+    lines.append("")
+    if diagnosis.problems:
+        lines.append(f"PROBLEMS ({len(diagnosis.problems)})")
+        lines += [f"- {p}" for p in diagnosis.problems]
+    else:
+        lines.append("no problems: every opted-in namespace gets the sysctl, or the fallback by design")
+    return "\n".join(lines) + "\n"
+
+
+def _summary(diagnosis: Diagnosis) -> str:
+    counts = {v: sum(1 for n in diagnosis.nodes if n.verdict == v) for v in ("allowed", "forbidden", "unknown")}
+    return (
+        f"sysctls: {', '.join(diagnosis.sysctls)}; nodes: {len(diagnosis.nodes)} "
+        f"({counts['allowed']} allowed, {counts['forbidden']} forbidden, {counts['unknown']} unknown); "
+        f"node labels published: {'yes' if diagnosis.labels_published else 'no'}"
+    )
+
+
+def _nodes_table(diagnosis: Diagnosis) -> list[str]:
+    rows = [
+        (
+            n.name + ("" if n.ready else " (not ready)") + (" (cordoned)" if n.cordoned else ""),
+            n.kubelet_version or "-",
+            _allowlist_cell(n),
+            *(v for _, v in n.verdicts),
+            n.source,
+        )
+        for n in diagnosis.nodes
+    ]
+    headers = ("NODE", "KUBELET", "ALLOWLIST (running kubelet)", *diagnosis.sysctls, "SOURCE")
+    return [f"NODES ({len(rows)})", *_table(headers, _group(rows, MAX_NODE_ROWS))]
+
+
+def _allowlist_cell(node: NodeReport) -> str:
+    if node.allowlist is None:
+        return f"unknown ({node.configz_error})" if node.configz_error else "unknown"
+    return _clip(",".join(node.allowlist) or "(empty)")
+
+
+def _namespaces_table(diagnosis: Diagnosis) -> list[str]:
+    title = f"OPTED-IN NAMESPACES ({len(diagnosis.namespaces)})"
+    if not diagnosis.namespaces:
+        return [title, f"(none: label a namespace {keys.INJECT}={keys.ENABLED})"]
+    rows = [
+        (n.name, n.pod_security, n.remedy + (" !" if n.problem else ""), _strip_remedy(n.reason))
+        for n in diagnosis.namespaces
+    ]
+    return [title, *_table(("NAMESPACE", "POD SECURITY", "NEW POD GETS", "WHY"), _group(rows, MAX_NAMESPACE_ROWS))]
+
+
+def _pods_table(pods: Sequence[PodReport]) -> list[str]:
+    rows = [(f"{p.namespace}/{p.name}", p.node or "-", p.message) for p in pods[:MAX_POD_ROWS]]
+    lines = [f"PODS FAILED WITH SysctlForbidden ({len(pods)})", *_table(("POD", "NODE", "MESSAGE"), rows)]
+    if len(pods) > MAX_POD_ROWS:
+        lines.append(f"... and {len(pods) - MAX_POD_ROWS} more (-o json lists them all)")
+    return lines
+
+
+def _group(rows: Sequence[tuple[str, ...]], limit: int) -> list[tuple[str, ...]]:
+    """Rows as they are when they fit; otherwise rows alike but for their name share one line."""
+    if len(rows) <= limit:
+        return list(rows)
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for row in rows:
+        groups.setdefault(row[1:], []).append(row[0])
+    grouped = [
+        (f"{names[0]} (+{len(names) - 1} alike)" if len(names) > 1 else names[0], *rest)
+        for rest, names in groups.items()
+    ]
+    if len(grouped) > limit:
+        hidden = len(grouped) - limit + 1
+        grouped = [
+            *grouped[: limit - 1],
+            (f"... {hidden} more groups (-o json lists them all)", *("",) * (len(rows[0]) - 1)),
+        ]
+    return grouped
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    return [
+        "  ".join(
+            str(cell).ljust(widths[i]) if i < len(headers) - 1 else str(cell) for i, cell in enumerate(row)
+        ).rstrip()
+        for row in [headers, *rows]
+    ]
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
