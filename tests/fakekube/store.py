@@ -90,6 +90,10 @@ class Store:
             keys = sorted(k for k in self._objects if k[:2] == store_key and (not namespace or k[2] == namespace))
             return [copy.deepcopy(self._objects[k]) for k in keys]
 
+    def keys_in_namespace(self, namespace: str) -> list[Key]:
+        with self.lock:
+            return [k for k in self._objects if k[2] == namespace]
+
     def commit(self, key: Key, obj: Obj | None) -> Event | None:
         """Store `obj` (None deletes) under the next revision and fan the event out to watchers."""
         with self.lock:
