@@ -49,14 +49,18 @@ def bodies(directory: Path) -> dict[str, Path]:
     chronicle = json.loads(CHRONICLE.read_text())
     small = json.loads(CHRONICLE.read_text())
     small["request"]["namespace"] = "team-a"
-    small["request"]["object"] = {"apiVersion": "v1", "kind": "Pod",
-                                  "metadata": {"generateName": "small-", "labels": {"app": "s"}},
-                                  "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}}
+    small["request"]["object"] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "small-", "labels": {"app": "s"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+    }
     wide = json.loads(CHRONICLE.read_text())
     template = wide["request"]["object"]["spec"]["containers"][0]
     wide["request"]["object"]["spec"]["containers"] = [
         {**template, "name": f"c{i}", "env": [{"name": f"VAR_{j}", "value": "x" * 20} for j in range(5)]}
-        for i in range(40)]
+        for i in range(40)
+    ]
     paths = {}
     for name, body in (("chronicle", chronicle), ("small", small), ("wide40", wide)):
         paths[name] = directory / f"{name}.json"
@@ -76,8 +80,18 @@ def pin(cpu: int) -> list[str]:
 
 def start(which: str, cert: Path, key: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    command = [*pin(0), sys.executable, str(ROOT / "bench" / "servers.py"), which, "--port", str(port),
-               "--cert", str(cert), "--key", str(key)]
+    command = [
+        *pin(0),
+        sys.executable,
+        str(ROOT / "bench" / "servers.py"),
+        which,
+        "--port",
+        str(port),
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+    ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -101,8 +115,21 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def wrk(port: int, connections: int, duration: float, script: Path, files: list[Path]) -> dict[str, float]:
-    command = [*pin(1), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "5s",
-               "-s", str(script), f"https://127.0.0.1:{port}", "--", *map(str, files)]
+    command = [
+        *pin(1),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        f"https://127.0.0.1:{port}",
+        "--",
+        *map(str, files),
+    ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50, p99 = (_latency(out, p) for p in ("50%", "99%"))
@@ -165,7 +192,9 @@ def main() -> int:
 
 
 def report(set_name: str, files: list[Path], levels: list[int], servers: dict, script: Path, args) -> None:
-    print(f"\n== {set_name} ({', '.join(f.stem for f in files)}), {args.rounds} x {args.duration:.0f}s per cell, medians")
+    print(
+        f"\n== {set_name} ({', '.join(f.stem for f in files)}), {args.rounds} x {args.duration:.0f}s per cell, medians"
+    )
     print(f"{'conc':>4} {'server':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}")
     for connections in levels:
         cells = {}
@@ -175,8 +204,10 @@ def report(set_name: str, files: list[Path], levels: list[int], servers: dict, s
             c = cells[name]
             print(f"{connections:>4} {name:7} {c['rps']:>9.0f} {c['p50']:>8.2f} {c['p99']:>8.2f} {c['failed']:>6.0f}")
         v, f = cells["v4only"], cells["floor"]
-        print(f"{'':>4} {'ratio':7} {v['rps'] / f['rps']:>9.2f} {v['p50'] / f['p50']:>8.2f} {v['p99'] / f['p99']:>8.2f}"
-              "   (targets: req/s >= 0.70, p99 <= 1.50)")
+        print(
+            f"{'':>4} {'ratio':7} {v['rps'] / f['rps']:>9.2f} {v['p50'] / f['p50']:>8.2f} {v['p99'] / f['p99']:>8.2f}"
+            "   (targets: req/s >= 0.70, p99 <= 1.50)"
+        )
 
 
 if __name__ == "__main__":

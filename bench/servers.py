@@ -20,8 +20,7 @@ from webhook.core.settings import Settings
 from webhook.edges.serve import ServeOptions, build_server
 from webhook.edges.state import ClusterState
 
-FIXED = (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",'
-         b'"response":{"uid":"fixed","allowed":true}}')
+FIXED = b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"fixed","allowed":true}}'
 
 
 async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -31,27 +30,43 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while more:
         message = await receive()
         more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(FIXED)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(FIXED)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": FIXED})
 
 
 def run_floor(port: int, cert: str, key: str) -> None:
     tls = ReloadingTLS(cert, key)
-    config = uvicorn.Config(floor_app, host="127.0.0.1", port=port, lifespan="off", access_log=False,
-                            log_config=None, ssl_context_factory=lambda _c, _d: tls.context)
+    config = uvicorn.Config(
+        floor_app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        ssl_context_factory=lambda _c, _d: tls.context,
+    )
     uvloop.run(uvicorn.Server(config).serve())
 
 
 def run_v4only(port: int, cert: str, key: str) -> None:
     settings = Settings()
-    nodes = [NodeFacts(name=f"worker-{i}", labels={"node-role.kubernetes.io/worker": "true"},
-                       allowlist=("net.ipv6.*",)) for i in range(3)]
+    nodes = [
+        NodeFacts(name=f"worker-{i}", labels={"node-role.kubernetes.io/worker": "true"}, allowlist=("net.ipv6.*",))
+        for i in range(3)
+    ]
     capability = Capability.build(nodes, sysctl_names=settings.sysctl_names, labels_published=True)
-    state = ClusterState.static(capability, {"chronicle": {"v4only.io/inject": "enabled"},
-                                             "team-a": {"v4only.io/inject": "enabled"}})
-    options = ServeOptions(host="127.0.0.1", port=port, cert_file=cert, key_file=key, settings=settings,
-                           state=state, drain_seconds=0)
+    state = ClusterState.static(
+        capability, {"chronicle": {"v4only.io/inject": "enabled"}, "team-a": {"v4only.io/inject": "enabled"}}
+    )
+    options = ServeOptions(
+        host="127.0.0.1", port=port, cert_file=cert, key_file=key, settings=settings, state=state, drain_seconds=0
+    )
     server, _ = build_server(options)
     uvloop.run(server.serve())
 
