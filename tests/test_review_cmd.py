@@ -69,12 +69,13 @@ def test_every_workload_kind_is_reviewed_through_its_template(
     path = tmp_path / "w.json"
     path.write_text(json.dumps(obj))
     status, out, _ = review(capsys, str(path), "--assume", "forbidden", NS, "-o", "json")
+    assert status == 0
     admitted = json.loads(out)
     validate(admitted)
     node = admitted
     for part in pointer:
         node = node[part]
-    assert [e["name"] for e in node["spec"]["containers"][0]["env"]][0] == "UV_NO_SYNC"
+    assert node["spec"]["containers"][0]["env"][0]["name"] == "UV_NO_SYNC"
 
 
 def test_multi_document_yaml_reviews_each_and_json_lists_them(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -83,11 +83,11 @@ def test_the_shipped_configmap_parses(tmp_path: Path) -> None:
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("sysctls: [\n")
-    with pytest.raises(InputError, match="bad.yaml is not valid YAML"):
+    with pytest.raises(InputError, match=r"bad\.yaml is not valid YAML"):
         load_settings(str(bad))
-    with pytest.raises(InputError, match="cannot read .*missing.yaml"):
+    with pytest.raises(InputError, match=r"cannot read .*missing\.yaml"):
         load_settings(str(tmp_path / "missing.yaml"))
     typo = tmp_path / "typo.yaml"
     typo.write_text("mixedCluster: env\n")
-    with pytest.raises(InputError, match="typo.yaml: settings: unknown key 'mixedCluster'"):
+    with pytest.raises(InputError, match=r"typo\.yaml: settings: unknown key 'mixedCluster'"):
         load_settings(str(typo))
