@@ -20,7 +20,7 @@ from typing import Any
 
 from webhook.adapters import cert_files, kube_certs, tls_probe
 from webhook.core import certs
-from webhook.edges.cli import EXIT_OK, EXIT_PROBLEMS, UsageError
+from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, UsageError
 
 DEFAULT_SERVICE = "v4only"
 DEFAULT_NAMESPACE = "v4only-system"
