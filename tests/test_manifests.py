@@ -1,0 +1,594 @@
+"""manifests/: every document validates against the Kubernetes 1.33 schema (strict), the webhook's safety
+settings and the RBAC rules are exactly what was decided, and the kustomizations render to what we expect.
+
+Kustomize rendering: the kustomizations use only `resources`, `components` and `patches` (a strategic-merge
+map patch and `$patch: delete`), which `render` below reproduces; it refuses anything else. When `kubectl`
+is installed, its own `kubectl kustomize` output is compared with ours as well.
+
+cert-manager's Issuer and Certificate are CRDs, absent from the Kubernetes schema: they are checked by shape
+only (known fields, required fields, value formats), not against cert-manager's OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from webhook.adapters.files import load_settings
+from webhook.core.certs import service_dns_names
+from webhook.edges import certs_cmd
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "manifests"
+BASE = MANIFESTS / "base"
+CERT_MANAGER = MANIFESTS / "overlays" / "cert-manager"
+PATCHER = MANIFESTS / "patcher"
+K8S_VERSION = "1.33.0"
+NAMESPACE = "v4only-system"
+KUSTOMIZE_KINDS = {"Kustomization", "Component"}
+CRD_GROUPS = ("cert-manager.io/",)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def yaml_files() -> list[Path]:
+    files = sorted(p for p in MANIFESTS.rglob("*") if p.suffix in {".yaml", ".yml"})
+    assert files, "no manifests found"
+    return files
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def object_documents() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in yaml_files():
+        for index, doc in enumerate(documents(path)):
+            if doc.get("kind") not in KUSTOMIZE_KINDS:
+                found.append((f"{path.relative_to(MANIFESTS)}#{index}", doc))
+    return found
+
+
+def ident(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+
+
+# --------------------------------------------------------------------------------------------- rendering
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any], where: str) -> None:
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value, f"{where}.{key}")
+        elif isinstance(value, list | dict) and key in target:
+            raise AssertionError(f"{where}.{key}: list/shape merge is beyond this test renderer")
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unknown = set(kustomization) - {"apiVersion", "kind", "resources", "components", "patches"}
+    assert not unknown, f"{directory}: kustomization fields the test renderer does not implement: {unknown}"
+    objects: list[dict[str, Any]] = []
+    for entry in kustomization.get("resources", []):
+        path = directory / entry
+        objects += render(path) if path.is_dir() else documents(path)
+    for entry in kustomization.get("components", []):
+        objects += render(directory / entry)
+    for patch in kustomization.get("patches", []):
+        assert set(patch) <= {"path", "patch"}, f"{directory}: patch targets/options are not implemented: {patch}"
+        docs = documents(directory / patch["path"]) if "path" in patch else list(yaml.safe_load_all(patch["patch"]))
+        for doc in docs:
+            doc = copy.deepcopy(doc)
+            delete = doc.pop("$patch", None) == "delete"
+            matches = [
+                o for o in objects if (o["kind"], o["metadata"]["name"]) == (doc["kind"], doc["metadata"]["name"])
+            ]
+            matches = [o for o in matches if o["metadata"].get("namespace") == doc["metadata"].get("namespace")]
+            assert len(matches) == 1, f"{directory}: patch {ident(doc)} matches {len(matches)} objects"
+            if delete:
+                objects.remove(matches[0])
+            else:
+                _merge(matches[0], doc, ident(doc)[1])
+    ids = [ident(o) for o in objects]
+    assert len(ids) == len(set(ids)), f"{directory}: duplicate objects"
+    return objects
+
+
+@pytest.fixture(scope="module")
+def base() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in render(MANIFESTS)}
+
+
+@pytest.fixture(scope="module")
+def cert_manager() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in render(CERT_MANAGER)}
+
+
+# ------------------------------------------------------------------------------------ schema validation
+
+
+@pytest.mark.parametrize(("where", "obj"), object_documents(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_document_validates(where: str, obj: dict[str, Any]) -> None:
+    if obj["apiVersion"].startswith(CRD_GROUPS):
+        check_cert_manager_shape(obj)
+        return
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_validation_is_really_strict() -> None:
+    deployment = copy.deepcopy(documents(BASE / "deployment.yaml")[0])
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContxt"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+def test_overlay_patches_are_valid_fragments(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    kustomization = yaml.safe_load((CERT_MANAGER / "kustomization.yaml").read_text())
+    for patch in kustomization["patches"]:
+        for doc in documents(CERT_MANAGER / patch["path"]) if "path" in patch else yaml.safe_load_all(patch["patch"]):
+            doc = dict(doc)
+            delete = doc.pop("$patch", None) == "delete"
+            assert (doc["kind"], doc["metadata"]["name"]) in base, f"patch of an object the base lacks: {doc}"
+            if delete:
+                # Names an object, nothing more (its required fields are irrelevant to a deletion).
+                assert set(doc) == {"apiVersion", "kind", "metadata"} and set(doc["metadata"]) <= {"name", "namespace"}
+                assert base[(doc["kind"], doc["metadata"]["name"])]["apiVersion"] == doc["apiVersion"]
+            else:
+                # A merge patch is a valid (partial) object of its kind.
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_kustomization_lists_every_file() -> None:
+    for directory in (BASE, CERT_MANAGER, PATCHER):
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        listed = {entry for entry in kustomization.get("resources", []) if not entry.startswith("..")}
+        listed |= {p["path"] for p in kustomization.get("patches", []) if "path" in p}
+        present = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
+        assert listed == present, f"{directory}: listed {sorted(listed)}, present {sorted(present)}"
+
+
+def test_one_resource_per_base_file() -> None:
+    for path in BASE.glob("*.yaml"):
+        assert len(documents(path)) == 1, path.name
+
+
+def test_namespaced_objects_live_in_v4only_system(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    for (kind, name), obj in base.items():
+        assert obj["metadata"].get("namespace") == (None if kind in cluster_scoped else NAMESPACE), (kind, name)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed: our renderer is used alone")
+@pytest.mark.parametrize("directory", [MANIFESTS, CERT_MANAGER], ids=["base", "cert-manager"])
+def test_kubectl_kustomize_agrees(directory: Path) -> None:
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    theirs = {ident(o): o for o in yaml.safe_load_all(result.stdout) if o}
+    ours = {ident(o): o for o in render(directory)}
+    assert theirs == ours
+
+
+# ------------------------------------------------------------------------------- the webhook configuration
+
+
+def webhooks(base: dict[tuple[str, str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {w["name"]: w for w in base[("MutatingWebhookConfiguration", "v4only")]["webhooks"]}
+
+
+ALWAYS_EXCLUDED = {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}
+
+
+def test_two_webhooks(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert list(webhooks(base)) == ["namespaces.v4only.io", "pods.v4only.io"]
+
+
+@pytest.mark.parametrize("name", ["namespaces.v4only.io", "pods.v4only.io"])
+def test_safety_settings(base: dict[tuple[str, str], dict[str, Any]], name: str) -> None:
+    hook = webhooks(base)[name]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["timeoutSeconds"] == 3
+    assert hook["sideEffects"] == "None"
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["matchPolicy"] == "Equivalent"
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "operations": ["CREATE"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert ALWAYS_EXCLUDED in hook["namespaceSelector"]["matchExpressions"]
+    assert hook["clientConfig"] == {
+        "service": {"name": "v4only", "namespace": NAMESPACE, "path": "/mutate", "port": 443}
+    }
+    assert "caBundle" not in hook["clientConfig"]  # written by `v4only certs` / cainjector, kept by apply
+    assert "matchConditions" not in hook
+
+
+def test_namespace_webhook_selectors(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    hook = webhooks(base)["namespaces.v4only.io"]
+    assert hook["namespaceSelector"] == {
+        "matchExpressions": [{"key": "v4only.io/inject", "operator": "In", "values": ["enabled"]}, ALWAYS_EXCLUDED]
+    }
+    assert hook["objectSelector"] == {
+        "matchExpressions": [{"key": "v4only.io/inject", "operator": "NotIn", "values": ["disabled"]}]
+    }
+
+
+def test_pod_webhook_selectors(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    hook = webhooks(base)["pods.v4only.io"]
+    assert hook["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "v4only.io/inject", "operator": "NotIn", "values": ["enabled", "disabled"]},
+            ALWAYS_EXCLUDED,
+        ]
+    }
+    assert hook["objectSelector"] == {
+        "matchExpressions": [{"key": "v4only.io/inject", "operator": "In", "values": ["enabled"]}]
+    }
+
+
+def _selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """metav1.LabelSelector semantics (NotIn also matches a missing key)."""
+    for expr in selector.get("matchExpressions", []):
+        value = labels.get(expr["key"])
+        if expr["operator"] == "In" and value not in expr["values"]:
+            return False
+        if expr["operator"] == "NotIn" and value in expr["values"]:
+            return False
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("namespace_label", [None, "enabled", "disabled", "other"])
+@pytest.mark.parametrize("pod_label", [None, "enabled", "disabled", "other"])
+@pytest.mark.parametrize("namespace", ["apps", "kube-system", NAMESPACE])
+def test_selectors_implement_the_opt_in_table(
+    base: dict[tuple[str, str], dict[str, Any]], namespace: str, namespace_label: str | None, pod_label: str | None
+) -> None:
+    """product.md "Opt-in": at most one webhook is called, exactly when the pod is managed."""
+    ns_labels = {"kubernetes.io/metadata.name": namespace}
+    if namespace_label:
+        ns_labels["v4only.io/inject"] = namespace_label
+    pod_labels = {"v4only.io/inject": pod_label} if pod_label else {}
+    called = [
+        name
+        for name, hook in webhooks(base).items()
+        if _selector_matches(hook["namespaceSelector"], ns_labels)
+        and _selector_matches(hook["objectSelector"], pod_labels)
+    ]
+    excluded = namespace in {"kube-system", NAMESPACE}
+    managed = not excluded and (
+        (namespace_label == "enabled" and pod_label != "disabled")
+        or (namespace_label not in {"enabled", "disabled"} and pod_label == "enabled")
+    )
+    assert len(called) == (1 if managed else 0), called
+
+
+# --------------------------------------------------------------------------------------------------- RBAC
+
+
+def rules(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = obj["rules"]
+    return found
+
+
+def test_capability_tracker_cluster_role(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert rules(base[("ClusterRole", "v4only")]) == [
+        {"apiGroups": [""], "resources": ["nodes", "namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+    ]
+
+
+def test_roles_cover_every_call_the_code_makes(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """webhook/edges/rbac_used.py lists what `serve` calls; the webhook's roles must grant all of it."""
+    from webhook.edges import rbac_used
+
+    granted = {
+        (group, resource, verb)
+        for key in (("ClusterRole", "v4only"), ("Role", "v4only"))
+        for rule in rules(base[key])
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert not rbac_used.SERVE - granted, sorted(rbac_used.SERVE - granted)
+
+
+def test_leader_election_role(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    role = base[("Role", "v4only")]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rules(role) == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
+
+
+def test_certs_roles(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert rules(base[("Role", "v4only-certs")]) == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["v4only-tls", "v4only-ca"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
+    ]
+    assert rules(base[("ClusterRole", "v4only-certs")]) == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": ["v4only"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+
+
+def test_patcher_role_is_optional_and_exact(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert ("ClusterRole", "v4only-patcher") not in base
+    component = {(o["kind"], o["metadata"]["name"]): o for o in render(PATCHER)}
+    assert yaml.safe_load((PATCHER / "kustomization.yaml").read_text())["kind"] == "Component"
+    assert rules(component[("ClusterRole", "v4only-patcher")]) == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+            "verbs": ["get", "list", "patch"],
+        },
+        {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["get", "list", "patch"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+    ]
+    binding = component[("ClusterRoleBinding", "v4only-patcher")]
+    assert binding["roleRef"]["name"] == "v4only-patcher"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "v4only", "namespace": NAMESPACE}]
+
+
+def test_no_wildcards_and_no_secret_reads_outside_certs(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    for (kind, name), obj in base.items():
+        if kind not in {"Role", "ClusterRole"}:
+            continue
+        for rule in rules(obj):
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], (name, rule)
+            if "secrets" in rule["resources"]:
+                assert name == "v4only-certs" and kind == "Role", (kind, name)
+
+
+@pytest.mark.parametrize(
+    ("binding", "role", "account"),
+    [
+        (("ClusterRoleBinding", "v4only"), ("ClusterRole", "v4only"), "v4only"),
+        (("RoleBinding", "v4only"), ("Role", "v4only"), "v4only"),
+        (("RoleBinding", "v4only-certs"), ("Role", "v4only-certs"), "v4only-certs"),
+        (("ClusterRoleBinding", "v4only-certs"), ("ClusterRole", "v4only-certs"), "v4only-certs"),
+    ],
+)
+def test_bindings(base: dict[tuple[str, str], dict[str, Any]], binding: Any, role: Any, account: str) -> None:
+    obj = base[binding]
+    assert (obj["roleRef"]["kind"], obj["roleRef"]["name"]) == role and role in base
+    assert obj["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    assert ("ServiceAccount", account) in base
+
+
+# ------------------------------------------------------------------------------------- workloads, config
+
+
+def pod_spec(base: dict[tuple[str, str], dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    obj = base[(kind, name)]
+    template = obj["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else obj["spec"]["template"]
+    spec: dict[str, Any] = template["spec"]
+    return spec
+
+
+def test_deployment(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    deployment = base[("Deployment", "v4only")]
+    assert deployment["spec"]["replicas"] == 2
+    spec = pod_spec(base, "Deployment", "v4only")
+    assert spec["serviceAccountName"] == "v4only"
+    assert spec["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    anti = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    (container,) = spec["containers"]
+    assert container["args"] == [
+        "serve", "--cert-file", "/tls/tls.crt", "--key-file", "/tls/tls.key", "--config", "/config/config.yaml",
+        "--publish-node-labels",
+    ]  # fmt: skip
+    assert container["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert spec["terminationGracePeriodSeconds"] > int(container["lifecycle"]["preStop"]["exec"]["command"][1]) + 10
+    assert container["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
+    assert container["resources"]["limits"] == {"memory": "256Mi"}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {"/tls": "tls", "/config": "config", "/tmp": "tmp"}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "v4only-tls"
+    assert volumes["config"]["configMap"]["name"] == "v4only-config"
+    assert "emptyDir" in volumes["tmp"]
+    assert deployment["spec"]["template"]["metadata"]["labels"]["v4only.io/inject"] == "disabled"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [("Deployment", "v4only"), ("CronJob", "v4only-certs"), ("Job", "v4only-certs-init")]
+)
+def test_pods_are_locked_down(base: dict[tuple[str, str], dict[str, Any]], kind: str, name: str) -> None:
+    """Pod Security "restricted", plus a read-only root and a numeric non-root user (the image's 65532)."""
+    spec = pod_spec(base, kind, name)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert "memory" in container["resources"]["limits"]
+    assert not spec.get("hostNetwork") and not spec.get("hostPID")
+
+
+def test_one_image_everywhere(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    images = {
+        c["image"]
+        for kind, name in (("Deployment", "v4only"), ("CronJob", "v4only-certs"), ("Job", "v4only-certs-init"))
+        for c in pod_spec(base, kind, name)["containers"]
+    }
+    assert len(images) == 1
+
+
+def test_pdb_and_service(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    labels = base[("Deployment", "v4only")]["spec"]["template"]["metadata"]["labels"]
+    pdb = base[("PodDisruptionBudget", "v4only")]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = base[("Service", "v4only")]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+
+
+def test_configmap_is_valid_settings(base: dict[tuple[str, str], dict[str, Any]], tmp_path: Path) -> None:
+    text = base[("ConfigMap", "v4only-config")]["data"]["config.yaml"]
+    assert yaml.safe_load(text) == {
+        "sysctls": [{"name": "net.ipv6.conf.all.disable_ipv6", "value": "1"}],
+        "fallbackEnv": [
+            {"name": "UV_NO_SYNC", "value": "1", "mode": "set"},
+            {"name": "UV_PYTHON_DOWNLOADS", "value": "never", "mode": "set"},
+            {"name": "NODE_OPTIONS", "value": "--dns-result-order=ipv4first", "mode": "append"},
+            {"name": "JAVA_TOOL_OPTIONS", "value": "-Djava.net.preferIPv4Stack=true", "mode": "append"},
+        ],
+        "excludedNamespaces": ["kube-system", NAMESPACE],
+        "mixedClusters": "affinity",
+        "dns": {"enabled": False, "ndots": "1"},
+    }
+    (tmp_path / "config.yaml").write_text(text)
+    load_settings(str(tmp_path / "config.yaml"))  # what `serve --config` will do with it
+
+
+def test_certs_jobs_match_the_command(base: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """The CronJob/Job arguments parse, and name the Secrets, Service and MWC the manifests define."""
+    parser = argparse.ArgumentParser(prog="v4only")
+    certs_cmd.register(parser.add_subparsers(dest="command", required=True))
+    cron = base[("CronJob", "v4only-certs")]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert re.fullmatch(r"\d+ \d+ \* \* \*", cron["spec"]["schedule"]), "daily"
+    for kind, name in (("CronJob", "v4only-certs"), ("Job", "v4only-certs-init")):
+        spec = pod_spec(base, kind, name)
+        assert spec["serviceAccountName"] == "v4only-certs"
+        args = parser.parse_args(spec["containers"][0]["args"])
+        assert args.secret == "v4only-tls" and args.ca_secret == "v4only-ca"
+        assert (args.service, args.namespace) == ("v4only", NAMESPACE)
+        assert args.webhook_configuration == "v4only"
+        assert ("Service", args.service) in base
+        assert ("MutatingWebhookConfiguration", args.webhook_configuration) in base
+        role = base[("Role", "v4only-certs")]["rules"][0]
+        assert {args.secret, args.ca_secret} == set(role["resourceNames"])
+
+
+# -------------------------------------------------------------------------------------- cert-manager overlay
+
+_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+_CERTIFICATE_SPEC = {
+    "secretName", "commonName", "dnsNames", "ipAddresses", "uris", "emailAddresses", "duration", "renewBefore",
+    "usages", "privateKey", "issuerRef", "isCA", "subject", "secretTemplate", "revisionHistoryLimit",
+    "encodeUsagesInRequest", "keystores", "literalSubject", "nameConstraints", "otherNames",
+    "renewBeforePercentage", "additionalOutputFormats", "signatureAlgorithm",
+}  # fmt: skip
+_USAGES = {
+    "signing", "digital signature", "content commitment", "key encipherment", "key agreement", "data encipherment",
+    "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth", "client auth", "code signing",
+    "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
+    "microsoft sgc", "netscape sgc",
+}  # fmt: skip
+_ISSUER_TYPES = {"selfSigned", "ca", "acme", "vault", "venafi"}
+
+
+def check_cert_manager_shape(obj: dict[str, Any]) -> None:
+    """cert-manager.io/v1 Issuer and Certificate, by shape (the fields of cert-manager's v1 API types)."""
+    assert obj["apiVersion"] == "cert-manager.io/v1"
+    assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(obj["metadata"]) <= {"name", "namespace", "labels", "annotations"}
+    assert obj["metadata"]["namespace"] == NAMESPACE
+    spec = obj["spec"]
+    if obj["kind"] == "Issuer":
+        (issuer_type,) = spec  # exactly one issuer type
+        assert issuer_type in _ISSUER_TYPES
+        if issuer_type == "ca":
+            assert set(spec["ca"]) <= {"secretName", "crlDistributionPoints", "ocspServers", "issuingCertificateURLs"}
+            assert isinstance(spec["ca"]["secretName"], str)
+        if issuer_type == "selfSigned":
+            assert set(spec["selfSigned"]) <= {"crlDistributionPoints"}
+        return
+    assert obj["kind"] == "Certificate", obj["kind"]
+    assert set(spec) <= _CERTIFICATE_SPEC, set(spec) - _CERTIFICATE_SPEC
+    assert isinstance(spec["secretName"], str)
+    assert set(spec["issuerRef"]) <= {"name", "kind", "group"}
+    assert spec["issuerRef"]["kind"] in {"Issuer", "ClusterIssuer"}
+    assert spec.get("commonName") or spec.get("dnsNames")
+    for field in ("duration", "renewBefore"):
+        if field in spec:
+            assert _DURATION.match(spec[field]), spec[field]
+    assert set(spec.get("usages", [])) <= _USAGES
+    key = spec.get("privateKey", {})
+    assert set(key) <= {"algorithm", "size", "encoding", "rotationPolicy"}
+    assert key.get("algorithm", "RSA") in {"RSA", "ECDSA", "Ed25519"}
+    assert key.get("rotationPolicy", "Always") in {"Always", "Never"}
+    assert key.get("algorithm") != "ECDSA" or key.get("size", 256) in {256, 384, 521}
+
+
+def _hours(duration: str) -> float:
+    return sum(
+        float(n) * {"h": 1, "m": 1 / 60, "s": 1 / 3600}[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)([hms])", duration)
+    )
+
+
+def test_cert_manager_overlay(cert_manager: dict[tuple[str, str], dict[str, Any]]) -> None:
+    # `v4only certs` is gone, with all its permissions: two writers of one Secret would fight.
+    for kind in ("CronJob", "Job", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+        assert not any(k == kind and n.startswith("v4only-certs") for k, n in cert_manager), kind
+    mwc = cert_manager[("MutatingWebhookConfiguration", "v4only")]
+    source = mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+    namespace, name = source.split("/")
+    serving = cert_manager[("Certificate", name)]
+    assert namespace == serving["metadata"]["namespace"] == NAMESPACE
+    # The Secret the Deployment mounts is the one cert-manager writes, naming what the API server dials.
+    assert serving["spec"]["secretName"] == "v4only-tls"
+    assert serving["spec"]["dnsNames"] == service_dns_names("v4only", NAMESPACE)
+    assert set(serving["spec"]["usages"]) == {"digital signature", "server auth"}
+    assert _hours(serving["spec"]["renewBefore"]) == 30 * 24
+    # Serving certificates come from a CA Issuer, whose CA outlives them: renewals never change the caBundle.
+    ca_issuer = cert_manager[("Issuer", serving["spec"]["issuerRef"]["name"])]
+    ca_cert = next(o for (k, _), o in cert_manager.items() if k == "Certificate" and o["spec"].get("isCA"))
+    assert ca_issuer["spec"]["ca"]["secretName"] == ca_cert["spec"]["secretName"]
+    assert _hours(ca_cert["spec"]["duration"]) - _hours(ca_cert["spec"]["renewBefore"]) > _hours(
+        serving["spec"]["duration"]
+    )
+    assert "selfSigned" in cert_manager[("Issuer", ca_cert["spec"]["issuerRef"]["name"])]["spec"]
+    # Everything else is the base, unchanged: the same webhooks and safety settings.
+    assert mwc["webhooks"] == render_base_webhooks()
+
+
+def render_base_webhooks() -> list[dict[str, Any]]:
+    mwc = next(o for o in render(MANIFESTS) if o["kind"] == "MutatingWebhookConfiguration")
+    return list(mwc["webhooks"])
