@@ -69,17 +69,16 @@ def _merge_key(field: str, items: list[Any]) -> str | None:
     return _MERGE_KEYS.get(field)
 
 
-def _merge_list(field: str, current: Any, patch: list[Any]) -> list[Any]:
+def _merge_list(field: str, existing: Any, patch: list[Any]) -> list[Any]:
     if any(isinstance(i, dict) and i.get("$patch") == "replace" for i in patch):
         return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and "$patch" in i)]
-    if not isinstance(current, list):
-        current = []
+    current: list[Any] = existing if isinstance(existing, list) else []
     if field in _PRIMITIVE_MERGE:
         return current + [v for v in patch if v not in current]
     key = _merge_key(field, patch + current)
     if key is None:
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(current)
+        return [copy.deepcopy(i) for i in patch]
+    result = [copy.deepcopy(i) for i in current]
     for item in patch:
         if not isinstance(item, dict) or key not in item:
             raise bad_request(f"map: {item} does not contain declared merge key: {key}")

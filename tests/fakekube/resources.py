@@ -38,7 +38,10 @@ class ResourceType:
         return self.storage or (self.group, self.plural)
 
 
-_WORKLOAD = {"has_status": True, "generation_fields": ("spec",)}
+def _workload(group: str, plural: str, kind: str, **extra: Any) -> ResourceType:
+    """Controllers' objects: namespaced, with a /status subresource and spec-driven generation."""
+    return ResourceType(group, "v1", plural, kind, True, has_status=True, generation_fields=("spec",), **extra)
+
 
 POD_FIELDS = {
     "spec.nodeName": "spec.nodeName",
@@ -64,20 +67,18 @@ RESOURCES: tuple[ResourceType, ...] = (
                  fields={"spec.unschedulable": "spec.unschedulable"}),
     ResourceType("", "v1", "namespaces", "Namespace", False, has_status=True, returns_deleted=True,
                  fields={"status.phase": "status.phase"}),
-    ResourceType("", "v1", "pods", "Pod", True, returns_deleted=True, fields=POD_FIELDS, **_WORKLOAD),
+    _workload("", "pods", "Pod", returns_deleted=True, fields=POD_FIELDS),
     ResourceType("", "v1", "events", "Event", True, fields=CORE_EVENT_FIELDS),
     ResourceType("", "v1", "configmaps", "ConfigMap", True),
     ResourceType("", "v1", "secrets", "Secret", True, fields={"type": "type"}),
     ResourceType("", "v1", "services", "Service", True, has_status=True, returns_deleted=True,
                  fields={"spec.clusterIP": "spec.clusterIP", "spec.type": "spec.type"}),
-    ResourceType("apps", "v1", "deployments", "Deployment", True, **_WORKLOAD),
-    ResourceType("apps", "v1", "statefulsets", "StatefulSet", True, **_WORKLOAD),
-    ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, **_WORKLOAD),
-    ResourceType("apps", "v1", "replicasets", "ReplicaSet", True,
-                 fields={"status.replicas": "status.replicas"}, **_WORKLOAD),
-    ResourceType("batch", "v1", "jobs", "Job", True, fields={"status.successful": "status.succeeded"},
-                 **_WORKLOAD),
-    ResourceType("batch", "v1", "cronjobs", "CronJob", True, **_WORKLOAD),
+    _workload("apps", "deployments", "Deployment"),
+    _workload("apps", "statefulsets", "StatefulSet"),
+    _workload("apps", "daemonsets", "DaemonSet"),
+    _workload("apps", "replicasets", "ReplicaSet", fields={"status.replicas": "status.replicas"}),
+    _workload("batch", "jobs", "Job", fields={"status.successful": "status.succeeded"}),
+    _workload("batch", "cronjobs", "CronJob"),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
     ResourceType("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
                  "MutatingWebhookConfiguration", False, generation_fields=("webhooks",)),

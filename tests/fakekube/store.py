@@ -9,6 +9,7 @@ by compact(), make older resourceVersions "too old" (410 Expired).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import socket
@@ -40,6 +41,7 @@ class Watcher:
     """One open watch stream: its queue of live events, and the socket to cut when told to break."""
 
     store_key: StoreKey
+    start_rv: int  # the revision when the watch was registered: every later event is in `events`
     events: queue.Queue[Event] = field(default_factory=queue.Queue)
     broken: threading.Event = field(default_factory=threading.Event)
     sock: socket.socket | None = None
@@ -48,10 +50,8 @@ class Watcher:
         """Close the TCP stream abruptly: no terminating chunk, like a dying apiserver or a cut link."""
         self.broken.set()
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def meta(obj: Obj) -> dict[str, Any]:
@@ -148,7 +148,7 @@ class Store:
                 # watch_cache.go getAllEventsSinceLocked: "too old resource version: %d (%d)"
                 self.check_not_expired(since, "too old resource version: {rv} ({floor})")
                 replay = [copy.deepcopy(e) for e in self._history if e.rv > since and e.key[:2] == store_key]
-            watcher = Watcher(store_key)
+            watcher = Watcher(store_key, self._rv)
             self._watchers.add(watcher)
             return watcher, replay
 
