@@ -147,11 +147,11 @@ def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Se
         remedy: Remedy = "sysctl" if capability.assumed == "allowed" else "env"
         return remedy, f"assumed {capability.assumed} for {names} ({capability.note})"
     candidates = placement.candidate_nodes(spec, capability)
-    total = len(candidates)
+    total = candidates.bit_count()
     if total == 0:
         return "env", "no known schedulable node matches this pod's node constraints"
-    allowed = len(candidates & capability.allowed)
-    forbidden = len(candidates & capability.forbidden)
+    allowed = (candidates & capability.allowed).bit_count()
+    forbidden = (candidates & capability.forbidden).bit_count()
     counts = f"{allowed} of {total} schedulable nodes allow {names}"
     if allowed == total:
         return "sysctl", counts

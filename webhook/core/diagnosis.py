@@ -85,6 +85,7 @@ class PodReport:
     node: str
     message: str
     managed: bool  # names a managed sysctl
+    cause: Literal["allowlist", "host-namespace", "other"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +130,12 @@ def diagnose(
     rejections: Iterable[Rejection],
     settings: Settings,
     labels_published: bool,
+    pods_error: str = "",
 ) -> Diagnosis:
-    """Everything `doctor` shows, from plain facts; `nodes` carry the configz allowlists already."""
+    """Everything `doctor` shows, from plain facts; `nodes` carry the configz allowlists already.
+
+    `pods_error` says why failed pods could not be listed (then there is no evidence to show).
+    """
     rejected = sorted(rejections, key=lambda r: (r.namespace, r.name))
     facts = with_evidence(nodes, rejected, settings.sysctl_names)
     capability = Capability.build(facts, sysctl_names=settings.sysctl_names, labels_published=labels_published)
@@ -143,9 +148,7 @@ def diagnose(
         for name, labels in sorted(namespaces.items())
         if labels.get(keys.INJECT) == keys.ENABLED
     )
-    pods = tuple(
-        PodReport(r.namespace, r.name, r.node, r.message, bool(_managed_refused(r, settings))) for r in rejected
-    )
+    pods = tuple(_pod_report(r, settings) for r in rejected)
     problems = [
         f"namespace {n.name}: new pods get {n.remedy}: {_strip_remedy(n.reason)}" for n in ns_reports if n.problem
     ]
@@ -158,13 +161,18 @@ def diagnose(
         nodes=node_reports,
         namespaces=ns_reports,
         pods=pods,
-        hints=tuple(_hints(node_reports, ns_reports, pods, settings, labels_published)),
+        hints=tuple(_hints(node_reports, ns_reports, pods, settings, labels_published, pods_error)),
         problems=tuple(problems),
     )
 
 
-def _managed_refused(rejection: Rejection, settings: Settings) -> frozenset[str]:
-    return (rejection.not_allowlisted | rejection.host_namespace) & settings.sysctl_names
+def _pod_report(rejection: Rejection, settings: Settings) -> PodReport:
+    managed = settings.sysctl_names
+    cause: Literal["allowlist", "host-namespace", "other"] = (
+        "allowlist" if rejection.not_allowlisted else "host-namespace" if rejection.host_namespace else "other"
+    )
+    named = (rejection.not_allowlisted | rejection.host_namespace) & managed
+    return PodReport(rejection.namespace, rejection.name, rejection.node, rejection.message, bool(named), cause)
 
 
 def _node_report(
@@ -211,8 +219,11 @@ def _hints(
     pods: Sequence[PodReport],
     settings: Settings,
     labels_published: bool,
+    pods_error: str,
 ) -> list[str]:
     hints: list[str] = []
+    if pods_error:
+        hints.append(f"failed pods not readable ({pods_error}): SysctlForbidden evidence was not checked")
     forbidden = [n for n in nodes if n.verdict == "forbidden" and n.source != "override"]
     hints += _fix_hints([n for n in forbidden if not _allows_all(n, settings)], settings)
     hints += _invalid_pattern_hints(nodes)
@@ -231,44 +242,52 @@ def _hints(
                 f"namespace {ns.name} enforces Pod Security {ns.pod_security.split()[0]}: its pods get the env "
                 "fallback by design (the sysctl needs enforce=privileged)"
             )
-    failed = [p for p in pods if p.managed]
-    if failed:
+    refused = [p for p in pods if p.managed and p.cause == "allowlist"]
+    if refused:
         hints.append(
-            f"{len(failed)} pod(s) failed with SysctlForbidden and their controllers keep making new ones: once "
-            "the nodes are fixed, run `v4only patch` or delete them (`kubectl delete pod -n NAMESPACE NAME`)"
+            f"{len(refused)} pod(s) were refused by their node's kubelet and their controllers keep making new "
+            "ones: once the nodes are fixed, run `v4only patch` or delete them (`kubectl delete pod -n NS NAME`)"
+        )
+    host = [f"{p.namespace}/{p.name}" for p in pods if p.managed and p.cause == "host-namespace"]
+    if host:
+        hints.append(
+            f"{_name_list(host)}: pods on the host network may not set net.* sysctls: remove the sysctl from "
+            "the workload (v4only gives hostNetwork pods the env fallback)"
         )
     return hints
 
 
 def _fix_hints(nodes: Sequence[NodeReport], settings: Settings) -> list[str]:
-    groups: dict[tuple[Distro, tuple[str, ...] | None], list[NodeReport]] = {}
+    """One hint per distribution and flag value, naming the nodes it is for."""
+    groups: dict[tuple[Distro, tuple[str, ...]], list[str]] = {}
     for node in nodes:
-        groups.setdefault((node.distro, node.allowlist), []).append(node)
-    hints = []
-    for (distro, allowlist), members in groups.items():
-        valid = [p for p in allowlist or () if pattern_error(p) is None]
+        valid = [p for p in node.allowlist or () if pattern_error(p) is None]
         parsed = Allowlist.parse(valid)
         missing = [s.name for s in settings.sysctls if not parsed.allows(s.name)] or [s.name for s in settings.sysctls]
-        where = _name_list([n.name for n in members])
-        if distro == "microk8s":
-            hints.append(
-                f"{where} (MicroK8s): put --allowed-unsafe-sysctls={','.join(valid + missing)} in "
-                "/var/snap/microk8s/current/args/kubelet (no spaces after commas), then run "
-                "`microk8s stop; microk8s start`; kubelite reads that file itself, so `ps` never shows the flag"
-            )
-        elif distro == "k3s":
-            hints.append(
-                f"{where} (k3s): start k3s with --kubelet-arg=allowed-unsafe-sysctls+={','.join(missing)} "
-                "(or kubelet-arg in /etc/rancher/k3s/config.yaml) and restart it; use +=, because a plain = "
-                f"drops k3s's ServiceLB defaults ({K3S_SERVICELB_DEFAULTS})"
-            )
-        else:
-            hints.append(
-                f"{where}: add {','.join(missing)} to KubeletConfiguration.allowedUnsafeSysctls and restart the "
-                "kubelet (kubeadm: `kubectl edit cm -n kube-system kubelet-config`, then "
-                "`kubeadm upgrade node phase kubelet-config` on each node)"
-            )
-    return hints
+        # MicroK8s has no default list: the flag must carry the entries to keep as well.
+        value = (*valid, *missing) if node.distro == "microk8s" else tuple(missing)
+        groups.setdefault((node.distro, value), []).append(node.name)
+    return [_fix_hint(distro, ",".join(value), _name_list(names)) for (distro, value), names in groups.items()]
+
+
+def _fix_hint(distro: Distro, value: str, where: str) -> str:
+    if distro == "microk8s":
+        return (
+            f"{where} (MicroK8s): put --allowed-unsafe-sysctls={value} in /var/snap/microk8s/current/args/kubelet "
+            "(no spaces after commas), then run `microk8s stop; microk8s start`; kubelite reads that file itself, "
+            "so `ps` never shows the flag"
+        )
+    if distro == "k3s":
+        return (
+            f"{where} (k3s): start k3s with --kubelet-arg=allowed-unsafe-sysctls+={value} (or kubelet-arg in "
+            "/etc/rancher/k3s/config.yaml) and restart it; use +=, because a plain = drops k3s's ServiceLB "
+            f"defaults ({K3S_SERVICELB_DEFAULTS})"
+        )
+    return (
+        f"{where}: add {value} to KubeletConfiguration.allowedUnsafeSysctls and restart the kubelet (kubeadm: "
+        "`kubectl edit cm -n kube-system kubelet-config`, then `kubeadm upgrade node phase kubelet-config` on "
+        "each node)"
+    )
 
 
 def _invalid_pattern_hints(nodes: Sequence[NodeReport]) -> list[str]:
@@ -368,7 +387,14 @@ def render_json(diagnosis: Diagnosis) -> str:
             for n in diagnosis.namespaces
         ],
         "failedPods": [
-            {"namespace": p.namespace, "name": p.name, "node": p.node, "message": p.message, "managed": p.managed}
+            {
+                "namespace": p.namespace,
+                "name": p.name,
+                "node": p.node,
+                "message": p.message,
+                "managed": p.managed,
+                "cause": p.cause,
+            }
             for p in diagnosis.pods
         ],
         "hints": list(diagnosis.hints),

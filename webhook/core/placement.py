@@ -5,16 +5,17 @@ required node affinity (matchExpressions In/NotIn/Exists/DoesNotExist/Gt/Lt; mat
 `metadata.name`), blocking taints (NoSchedule/NoExecute) against tolerations, and cordoned nodes
 (unless the pod tolerates `node.kubernetes.io/unschedulable`, as DaemonSet pods do). Semantics follow
 k8s.io/component-helpers scheduling/corev1 (nodeaffinity, `ToleratesTaint`) and the scheduler's
-NodeUnschedulable plugin. Everything is set algebra over the snapshot's indexes.
+NodeUnschedulable plugin. Everything is set algebra over the snapshot's indexes, which are int
+bitmasks (bit i = `capability.nodes[i]`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from webhook.core import keys
-from webhook.core.capability import Capability, Taint
+from webhook.core.capability import Capability, Taint, bitmask, positions
 from webhook.core.errors import UnhandledObject
 
 UNSCHEDULABLE_TAINT = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
@@ -28,36 +29,36 @@ def has_node_constraints(spec: Mapping[str, Any]) -> bool:
     return bool(spec.get("nodeName") or spec.get("nodeSelector") or _required_terms(spec) is not None)
 
 
-def candidate_nodes(spec: Mapping[str, Any], capability: Capability) -> frozenset[int]:
-    """Positions in `capability.nodes` where the pod could run."""
+def candidate_nodes(spec: Mapping[str, Any], capability: Capability) -> int:
+    """The nodes where the pod could run, as a bitmask over `capability.nodes` (count: `.bit_count()`)."""
     node_name = spec.get("nodeName")
     if node_name:
         index = capability.by_name.get(str(node_name))
-        return frozenset() if index is None else frozenset({index})
+        return 0 if index is None else 1 << index
     nodes = _select(spec, capability)
     tolerations = _tolerations(spec)
     for taints, members in capability.taint_groups:
-        if not nodes.isdisjoint(members) and not all(_tolerated(t, tolerations) for t in taints):
-            nodes = nodes - members
+        if nodes & members and not all(_tolerated(t, tolerations) for t in taints):
+            nodes &= ~members
     if capability.cordoned and not _tolerated(UNSCHEDULABLE_TAINT, tolerations):
-        nodes = nodes - capability.cordoned
+        nodes &= ~capability.cordoned
     return nodes
 
 
-def _select(spec: Mapping[str, Any], capability: Capability) -> frozenset[int]:
+def _select(spec: Mapping[str, Any], capability: Capability) -> int:
     nodes = capability.everyone
     selector = spec.get("nodeSelector")
     if selector:
         if not isinstance(selector, Mapping):
             raise UnhandledObject("spec.nodeSelector is not a mapping")
         for key, value in selector.items():
-            nodes = nodes & capability.by_label.get((str(key), str(value)), frozenset())
+            nodes &= capability.label_mask(str(key), str(value))
     terms = _required_terms(spec)
     if terms is not None:
-        matched: frozenset[int] = frozenset()
+        matched = 0
         for term in terms:
-            matched = matched | _term_nodes(term, capability)
-        nodes = nodes & matched
+            matched |= _term_nodes(term, capability)
+        nodes &= matched
     return nodes
 
 
@@ -75,19 +76,19 @@ def _required_terms(spec: Mapping[str, Any]) -> Sequence[Any] | None:
     return terms
 
 
-def _term_nodes(term: Any, capability: Capability) -> frozenset[int]:
+def _term_nodes(term: Any, capability: Capability) -> int:
     # An empty term matches no nodes (core/v1 NodeSelectorTerm: "nil or empty term matches no objects").
     if not isinstance(term, Mapping):
         raise UnhandledObject("a nodeSelectorTerm is not a mapping")
     expressions = [r for r in _requirements(term.get("matchExpressions")) if r != OWN_PIN]
     fields = _requirements(term.get("matchFields"))
     if not expressions and not fields:
-        return capability.everyone if term.get("matchExpressions") else frozenset()
+        return capability.everyone if term.get("matchExpressions") else 0
     nodes = capability.everyone
     for req in expressions:
-        nodes = nodes & _label_requirement(req, capability)
+        nodes &= _label_requirement(req, capability)
     for req in fields:
-        nodes = nodes & _field_requirement(req, capability)
+        nodes &= _field_requirement(req, capability)
     return nodes
 
 
@@ -99,33 +100,34 @@ def _requirements(raw: Any) -> list[Mapping[str, Any]]:
     return raw
 
 
-def _label_requirement(req: Mapping[str, Any], capability: Capability) -> frozenset[int]:
+def _label_requirement(req: Mapping[str, Any], capability: Capability) -> int:
     key, operator, values = str(req.get("key", "")), req.get("operator"), _values(req)
-    with_key = capability.by_key.get(key, frozenset())
+    with_key = capability.by_key.get(key, 0)
     if operator == "In":
-        return _union(capability.by_label.get((key, v), frozenset()) for v in values)
+        return _union(capability.label_mask(key, v) for v in values)
     if operator == "NotIn":
-        return capability.everyone - _union(capability.by_label.get((key, v), frozenset()) for v in values)
+        return capability.everyone & ~_union(capability.label_mask(key, v) for v in values)
     if operator == "Exists":
         return with_key
     if operator == "DoesNotExist":
-        return capability.everyone - with_key
+        return capability.everyone & ~with_key
     if operator in ("Gt", "Lt") and len(values) == 1 and _is_int(values[0]):
         bound = int(values[0])
-        return frozenset(i for i in with_key if _compares(capability.nodes[i].labels[key], operator, bound))
-    return frozenset()  # an operator the API server would have rejected matches nothing
+        nodes = capability.nodes
+        return bitmask(i for i in positions(with_key) if _compares(nodes[i].labels[key], operator, bound))
+    return 0  # an operator the API server would have rejected matches nothing
 
 
-def _field_requirement(req: Mapping[str, Any], capability: Capability) -> frozenset[int]:
+def _field_requirement(req: Mapping[str, Any], capability: Capability) -> int:
     # The API server allows only metadata.name with In / NotIn in matchFields.
     if req.get("key") != "metadata.name":
-        return frozenset()
-    named = frozenset(capability.by_name[v] for v in _values(req) if v in capability.by_name)
+        return 0
+    named = bitmask(capability.by_name[v] for v in _values(req) if v in capability.by_name)
     if req.get("operator") == "In":
         return named
     if req.get("operator") == "NotIn":
-        return capability.everyone - named
-    return frozenset()
+        return capability.everyone & ~named
+    return 0
 
 
 def _values(req: Mapping[str, Any]) -> list[str]:
@@ -135,10 +137,10 @@ def _values(req: Mapping[str, Any]) -> list[str]:
     return [str(v) for v in values]
 
 
-def _union(sets: Any) -> frozenset[int]:
-    result: frozenset[int] = frozenset()
-    for members in sets:
-        result = result | members
+def _union(masks: Iterable[int]) -> int:
+    result = 0
+    for members in masks:
+        result |= members
     return result
 
 

@@ -1,0 +1,149 @@
+"""`v4only doctor` against the fake API server, output compared exactly with tests/fixtures/doctor/.
+
+To accept a deliberate change of the output: `V4ONLY_UPDATE_GOLDEN=1 pytest tests/test_doctor.py`, then
+read the diff of the fixture files before committing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import capability_scenarios as sc
+from tests.fakekube import FakeKube
+from tests.test_tracker import _permission
+from webhook.core.capability import NodeFacts, Taint
+from webhook.core.diagnosis import diagnose, render_table
+from webhook.edges import doctor, rbac_used
+from webhook.edges.usage import UsageError
+
+GOLDEN = Path(__file__).parent / "fixtures" / "doctor"
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKube]:
+    fake = FakeKube().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def _doctor(kube: FakeKube, tmp_path: Path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="v4only")
+    doctor.register(parser.add_subparsers())
+    return parser.parse_args(["doctor", "--kubeconfig", str(kube.kubeconfig_path(tmp_path)), *extra])
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("V4ONLY_UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def _published(kube: FakeKube) -> None:
+    sc.mixed(kube)
+    for node, verdict in (("k-1", "allowed"), ("k-2", "forbidden"), ("gpu-1", "forbidden"), ("k-3", "allowed")):
+        sc.update_node(kube, node, partial(_set_label, verdict=verdict))
+
+
+def _set_label(node: dict[str, Any], *, verdict: str) -> None:
+    node["metadata"]["labels"]["v4only.io/ipv6-sysctl"] = verdict
+
+
+SCENARIOS: list[tuple[str, Callable[[FakeKube], None], int]] = [
+    ("allowing", sc.allowing, 0),
+    ("forbidding", sc.forbidding, 1),
+    ("mixed", sc.mixed, 1),
+    ("mixed-labels-published", _published, 0),
+    ("unreadable", sc.unreadable, 1),
+    ("evidence", sc.with_evidence, 1),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "status"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_doctor_table(
+    name: str, build: Callable[[FakeKube], None], status: int, kube: FakeKube, tmp_path: Path, capsys
+) -> None:
+    build(kube)
+    args = _doctor(kube, tmp_path)
+    assert args.func(args) == status
+    _check_golden(f"{name}.txt", capsys.readouterr().out)
+
+
+def test_doctor_json(kube: FakeKube, tmp_path: Path, capsys) -> None:
+    sc.with_evidence(kube)
+    args = _doctor(kube, tmp_path, "-o", "json")
+    assert args.func(args) == 1
+    _check_golden("evidence.json", capsys.readouterr().out)
+
+
+def test_doctor_reads_only_what_it_declares(kube: FakeKube, tmp_path: Path, capsys) -> None:
+    sc.with_evidence(kube)
+    kube.clear_requests()
+    args = _doctor(kube, tmp_path)
+    args.func(args)
+    assert {_permission(r) for r in kube.requests} == rbac_used.DOCTOR
+
+
+def test_without_permission_to_list_pods_doctor_says_what_it_could_not_check(
+    kube: FakeKube, tmp_path: Path, capsys
+) -> None:
+    sc.with_evidence(kube)
+    kube.forbid("list", r"^/api/v1/pods$")
+    args = _doctor(kube, tmp_path)
+    assert args.func(args) == 0  # without the evidence both kubelets' configz allow it
+    out = capsys.readouterr().out
+    assert "- failed pods not readable (403 Forbidden): SysctlForbidden evidence was not checked\n" in out
+    assert "PODS FAILED" not in out
+
+
+def test_an_unreachable_cluster_is_a_usage_error(kube: FakeKube, tmp_path: Path) -> None:
+    args = _doctor(kube, tmp_path)
+    kube.stop()
+    with pytest.raises(UsageError, match=r"cannot read the cluster: .*cannot reach the API server"):
+        args.func(args)
+
+
+def test_a_bad_settings_file_is_a_usage_error(kube: FakeKube, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("mixedClusters: sometimes\n")
+    args = _doctor(kube, tmp_path, "--config", str(config))
+    with pytest.raises(UsageError, match="mixedClusters"):
+        args.func(args)
+
+
+def test_a_big_cluster_fits_one_screen() -> None:
+    """30 nodes in three kinds: rows alike but for their name share a line."""
+    nodes = [NodeFacts(f"w-{i:02}", kubelet_version="v1.33.1", allowlist=(sc.IPV6,)) for i in range(20)]
+    nodes += [NodeFacts(f"old-{i}", kubelet_version="v1.32.4", allowlist=()) for i in range(8)]
+    gpu = (Taint("gpu", "true", "NoSchedule"),)
+    nodes += [NodeFacts(f"gpu-{i}", kubelet_version="v1.33.1", allowlist=None, taints=gpu) for i in range(2)]
+    namespaces = {f"team-{i:02}": {"v4only.io/inject": "enabled"} for i in range(14)}
+    diagnosis = diagnose(
+        nodes,
+        configz_errors={"gpu-0": "403 Forbidden", "gpu-1": "403 Forbidden"},
+        namespaces=namespaces,
+        rejections=(),
+        settings=sc.SETTINGS,
+        labels_published=True,
+    )
+    text = render_table(diagnosis)
+    assert len(text.splitlines()) <= 40
+    assert text.splitlines()[3:8] == [
+        "NODE              KUBELET  ALLOWLIST (running kubelet)     net.ipv6.conf.all.disable_ipv6  SOURCE",
+        "gpu-0 (+1 alike)  v1.33.1  unknown (403 Forbidden)         unknown                         none",
+        "old-0 (+7 alike)  v1.32.4  (empty)                         forbidden                       kubelet-config",
+        "w-00 (+19 alike)  v1.33.1  net.ipv6.conf.all.disable_ipv6  allowed                         kubelet-config",
+        "",
+    ]
+    assert "team-00 (+13 alike)" in text
+    assert diagnosis.exit_status == 0

@@ -1,0 +1,46 @@
+"""The Kubernetes API permissions the capability code uses, as (apiGroup, resource, verb) triples.
+
+Kept next to the code that makes the calls (`webhook/adapters/kube.py`, used by the tracker, the Lease
+lock and `doctor`), so a test can hold the ClusterRole in manifests/ to exactly this and the tests
+against the fake API server can check that no other call is made. Subresources are written as RBAC
+does: `nodes/proxy` (GET /api/v1/nodes/NAME/proxy/configz is the verb `get` on it).
+"""
+
+from __future__ import annotations
+
+Permission = tuple[str, str, str]
+
+# `v4only serve` without --publish-node-labels: list+watch only, plus each kubelet's /configz.
+TRACKER: frozenset[Permission] = frozenset(
+    {
+        ("", "nodes", "list"),
+        ("", "nodes", "watch"),
+        ("", "nodes/proxy", "get"),
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
+        ("", "pods", "list"),  # fieldSelector status.phase=Failed: SysctlForbidden evidence
+        ("", "pods", "watch"),
+    }
+)
+
+# Added by --publish-node-labels: the Lease lock, and a merge patch of one label on nodes.
+LABEL_PUBLISHER: frozenset[Permission] = frozenset(
+    {
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+        ("", "nodes", "patch"),
+    }
+)
+
+# `v4only doctor`, run by a person: one read of everything, no watches, no writes.
+DOCTOR: frozenset[Permission] = frozenset(
+    {
+        ("", "nodes", "list"),
+        ("", "nodes/proxy", "get"),
+        ("", "namespaces", "list"),
+        ("", "pods", "list"),
+    }
+)
+
+SERVE: frozenset[Permission] = TRACKER | LABEL_PUBLISHER
