@@ -108,7 +108,8 @@ def test_an_admission_review_from_stdin_gives_the_review_response() -> None:
 BAD = [
     ("missing file", ["nope.yaml", "--assume", "allowed"], "cannot read nope.yaml"),
     ("not yaml", ["{{bad", "--assume", "allowed"], "is not valid YAML or JSON"),
-    ("no capability source", ["POD"], "say where node capability comes from"),
+    ("no capability source and no cluster", ["POD", "--kubeconfig", "/nonexistent/kubeconfig"],
+     "or give --nodes FILE or --assume allowed|forbidden"),
     ("unknown kind", ["SERVICE", "--assume", "allowed"], "kind 'Service' has no pod template"),
     ("bad labels", ["POD", "--assume", "allowed", "--namespace-labels", "novalue"], "'novalue' is not key=value"),
     ("empty", ["EMPTY", "--assume", "allowed"], "holds no documents"),
@@ -137,3 +138,18 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path: Path, case: str, args
     status, out, err = review(capsys, *resolved)
     assert status == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("v4only review: ") and message in err
+
+
+def test_without_nodes_or_assume_the_live_cluster_decides(capsys, fake_kube, tmp_path: Path) -> None:
+    from tests import capability_scenarios as scenarios
+
+    scenarios.mixed(fake_kube)
+    kubeconfig = fake_kube.kubeconfig_path(tmp_path)
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "p", "namespace": "team"},
+        "spec": {"nodeSelector": {"pool": "a"}, "containers": [{"name": "c", "image": "i"}]}}))
+    status, out, err = review(capsys, str(pinned), "--kubeconfig", str(kubeconfig))
+    assert status == 0, err
+    # k-1 (pool a) allows; k-3 (pool a) allows too but is cordoned: 1 of 1.
+    assert out.endswith("decision: sysctl\nreason: sysctl: 1 of 1 schedulable nodes allow net.ipv6.conf.all.disable_ipv6\n")

@@ -8,7 +8,6 @@ the server calls (`decide`, `plan_patch`, `review_request`), so the two can neve
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import orjson
 import yaml
 
 from webhook.adapters import files
+from webhook.adapters.kube import KubeApi, KubeError
 from webhook.core import keys
 from webhook.core.admission import build_response, parse_review, review_request
 from webhook.core.capability import Capability, node_facts_from_object
@@ -26,6 +26,7 @@ from webhook.core.errors import InvalidReview, UnhandledObject
 from webhook.core.patch import Op, apply_patch, plan_patch
 from webhook.core.settings import Settings
 from webhook.core.workloads import namespace_of, pod_template
+from webhook.edges.diffs import unified_yaml_diff
 from webhook.edges.usage import UsageError
 
 OUTPUTS = ("diff", "yaml", "json", "review")
@@ -89,15 +90,37 @@ def _source(path: str) -> str:
 
 def _inputs(args: argparse.Namespace) -> Inputs:
     settings = files.load_settings(args.config)
+    cluster_namespaces: Mapping[str, Mapping[str, str]] | None = None
     if args.nodes:
         capability = capability_from_file(args.nodes, settings)
     elif args.assume:
         capability = Capability.assume(args.assume, "--assume")
     else:
-        raise UsageError("say where node capability comes from: --nodes FILE or --assume allowed|forbidden")
+        capability, cluster_namespaces = _from_cluster(args, settings)
     if args.namespace_file:
         return Inputs(settings, capability, namespaces_from_file(args.namespace_file), None)
+    if args.namespace_labels is None and cluster_namespaces is not None:
+        return Inputs(settings, capability, cluster_namespaces, None)
     return Inputs(settings, capability, {}, parse_labels(args.namespace_labels or ""))
+
+
+def _from_cluster(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[Capability, Mapping[str, Mapping[str, str]]]:
+    """Live capability and namespace labels, read the way `doctor` reads them."""
+    from webhook.edges import doctor  # only this path talks to a cluster
+
+    try:
+        api = KubeApi.connect(kubeconfig=args.kubeconfig, context=args.context)
+    except KubeError as error:
+        raise UsageError(f"{error} (or give --nodes FILE or --assume allowed|forbidden)") from None
+    try:
+        facts = doctor.gather(api)
+    except KubeError as error:
+        raise UsageError(f"cannot read the cluster: {error}") from None
+    finally:
+        api.close()
+    return facts.capability(settings), facts.namespaces
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -199,9 +222,9 @@ def _json(items: list[Any]) -> str:
 
 def _render_diff(result: Result) -> str:
     name = _display_name(result.before)
-    before = yaml.safe_dump(result.before, sort_keys=False).splitlines(keepends=True)
-    after = yaml.safe_dump(result.after, sort_keys=False).splitlines(keepends=True)
-    diff = "".join(difflib.unified_diff(before, after, f"{name} (as given)", f"{name} (as admitted)"))
+    diff = unified_yaml_diff(
+        result.before, result.after, from_name=f"{name} (as given)", to_name=f"{name} (as admitted)"
+    )
     lines = [diff] if diff else [f"{name}: no change\n"]
     decision = result.decision
     if decision is None:

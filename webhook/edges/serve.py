@@ -23,6 +23,7 @@ import uvicorn
 import uvloop
 
 from webhook.adapters import files
+from webhook.adapters.kube import KubeApi, KubeError
 from webhook.adapters.tls import ReloadingTLS
 from webhook.core import certs
 from webhook.core.capability import Capability
@@ -31,6 +32,7 @@ from webhook.edges.app import Lifecycle, create_app
 from webhook.edges.metrics import Metrics
 from webhook.edges.review_cmd import parse_labels
 from webhook.edges.state import ClusterState, UniformNamespaces
+from webhook.edges.tracker import start_tracker
 from webhook.edges.usage import UsageError
 
 log = logging.getLogger("webhook.serve")
@@ -82,7 +84,8 @@ class ServeOptions:
     state: ClusterState
     drain_seconds: float = 5.0
     reload_interval: float = 1.0
-    on_started: list[Callable[[], None]] = field(default_factory=list)
+    # Started with the server, each returning its stop function (the capability tracker, the reconciler).
+    background: list[Callable[[], Callable[[], None]]] = field(default_factory=list)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,7 +142,27 @@ def _production_options(args: argparse.Namespace, settings: Settings) -> ServeOp
         state=state,
         drain_seconds=args.drain_seconds,
     )
+    try:
+        api = KubeApi.connect(kubeconfig=args.kubeconfig, context=args.context)
+    except KubeError as error:
+        raise UsageError(f"cannot load cluster credentials: {error}") from None
+    options.background.append(_tracker_starter(api, state, settings, publish_labels=args.publish_node_labels))
     return options
+
+
+def _tracker_starter(
+    api: KubeApi, state: ClusterState, settings: Settings, *, publish_labels: bool
+) -> Callable[[], Callable[[], None]]:
+    def start() -> Callable[[], None]:
+        handle = start_tracker(state, settings, api, publish_labels=publish_labels)
+
+        def stop() -> None:
+            handle.stop()
+            api.close()
+
+        return stop
+
+    return start
 
 
 class _Server(uvicorn.Server):
@@ -158,21 +181,33 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def uvicorn_config(app: Any, *, host: str, port: int, tls: ReloadingTLS) -> uvicorn.Config:
+    """How v4only runs uvicorn; `bench/servers.py` gives its floor server the very same settings."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_context_factory=lambda _config, _default: tls.context,
+        http="httptools",  # what "auto" picks when installed; said outright so a missing one fails loudly
+        ws="none",  # no WebSocket upgrade: nothing but the documented paths is served
+        interface="asgi3",
+        lifespan="off",
+        # The API server calls us directly: no X-Forwarded-* to trust, and the middleware that would read
+        # them costs a layer per request.
+        proxy_headers=False,
+        server_header=False,  # no product banner
+        access_log=False,  # one line per admission is too costly on the hot path; metrics count them
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+
+
 def build_server(options: ServeOptions, *, metrics: Metrics | None = None) -> tuple[_Server, ReloadingTLS]:
     metrics = metrics or Metrics()
     lifecycle = Lifecycle()
     tls = ReloadingTLS(options.cert_file, options.key_file)
     app = create_app(state=options.state, settings=options.settings, metrics=metrics, lifecycle=lifecycle)
-    config = uvicorn.Config(
-        app,
-        host=options.host,
-        port=options.port,
-        ssl_context_factory=lambda _config, _default: tls.context,
-        lifespan="off",
-        access_log=False,  # one line per admission is too costly on the hot path; metrics count them
-        log_config=None,
-        timeout_graceful_shutdown=30,
-    )
+    config = uvicorn_config(app, host=options.host, port=options.port, tls=tls)
     server = _Server(config, lifecycle=lifecycle, drain_seconds=options.drain_seconds)
     return server, tls
 
@@ -181,12 +216,13 @@ async def serve_async(options: ServeOptions, *, metrics: Metrics | None = None) 
     metrics = metrics or Metrics()
     server, tls = build_server(options, metrics=metrics)
     reloader = asyncio.create_task(_watch_tls(tls, metrics, options.reload_interval))
-    for start in options.on_started:
-        start()
+    stoppers = [start() for start in options.background]
     try:
         await server.serve()
     finally:
         reloader.cancel()
+        for stop in reversed(stoppers):
+            await asyncio.to_thread(stop)  # the tracker joins its threads; keep the loop free meanwhile
 
 
 def serve(options: ServeOptions) -> None:
