@@ -13,15 +13,15 @@ Only what the tracker, the Lease lock and `doctor` use is here (see `webhook/edg
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
 import orjson
 import urllib3
-
-from webhook.adapters.kube_certs import KubeError, load_api_client
 
 __all__ = ["KubeApi", "KubeError", "Listing", "Resource", "WatchStream"]
 
@@ -34,6 +34,31 @@ _COLLECTIONS: Mapping[Resource, str] = {
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 TIMEOUT = (5.0, 30.0)  # (connect, read) seconds for ordinary calls
 PAGE_SIZE = 500
+
+
+class KubeError(Exception):
+    """An API call failed: HTTP status (0 when the server could not be reached) and the server's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_api_client(*, kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient from `kubeconfig` (or $KUBECONFIG, ~/.kube/config), else the in-cluster service account."""
+    from kubernetes import client
+    from kubernetes import config as untyped_config
+
+    config: Any = untyped_config  # its loaders are untyped
+    default = Path(os.path.expanduser("~/.kube/config"))
+    try:
+        if kubeconfig or context or os.environ.get("KUBECONFIG") or default.exists():
+            return config.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    except (config.ConfigException, OSError) as error:
+        raise KubeError(0, f"cannot load a Kubernetes client configuration: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,49 +9,20 @@ The `kubernetes` package is imported on first use only, so `v4only --help` stays
 from __future__ import annotations
 
 import base64
-import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import urllib3
+from webhook.adapters.kube import KubeApi, KubeError
 
 MWC_PATH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 MANAGED_BY = {"app.kubernetes.io/name": "v4only", "app.kubernetes.io/managed-by": "v4only-certs"}
-TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
-
-
-class KubeError(Exception):
-    """An API call failed: HTTP status (0 when the server could not be reached) and the server's message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def load_api_client(*, kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """An ApiClient from `kubeconfig` (or $KUBECONFIG, ~/.kube/config), else the in-cluster service account."""
-    from kubernetes import client
-    from kubernetes import config as untyped_config
-
-    config: Any = untyped_config  # its loaders are untyped
-    default = Path(os.path.expanduser("~/.kube/config"))
-    try:
-        if kubeconfig or context or os.environ.get("KUBECONFIG") or default.exists():
-            return config.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    except (config.ConfigException, OSError) as error:
-        raise KubeError(0, f"cannot load a Kubernetes client configuration: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------- Secrets
 
 
-def read_secret(api: Any, namespace: str, name: str) -> dict[str, bytes] | None:
+def read_secret(api: KubeApi, namespace: str, name: str) -> dict[str, bytes] | None:
     """The Secret's data, base64-decoded; None when the Secret does not exist."""
     secret = _request(api, "GET", _secret_path(namespace, name), missing_ok=True)
     if secret is None:
@@ -61,7 +32,7 @@ def read_secret(api: Any, namespace: str, name: str) -> dict[str, bytes] | None:
 
 
 def write_secret(
-    api: Any,
+    api: KubeApi,
     namespace: str,
     name: str,
     data: Mapping[str, bytes],
@@ -104,7 +75,7 @@ def write_secret(
 # -------------------------------------------------------------------------------- webhook configuration
 
 
-def read_webhook_ca_bundles(api: Any, name: str) -> dict[str, bytes] | None:
+def read_webhook_ca_bundles(api: KubeApi, name: str) -> dict[str, bytes] | None:
     """Each webhook's `clientConfig.caBundle` (b"" when unset) by webhook name; None when there is no such MWC."""
     mwc = _request(api, "GET", f"{MWC_PATH}/{quote(name)}", missing_ok=True)
     if mwc is None:
@@ -115,7 +86,7 @@ def read_webhook_ca_bundles(api: Any, name: str) -> dict[str, bytes] | None:
     }
 
 
-def write_webhook_ca_bundle(api: Any, name: str, bundle: bytes) -> list[str]:
+def write_webhook_ca_bundle(api: KubeApi, name: str, bundle: bytes) -> list[str]:
     """Set `caBundle` on every webhook of the MWC whose value differs; return the names changed.
 
     A JSON patch with a `test` of each webhook's name at its index: if the list changed since it was read, the
@@ -147,7 +118,9 @@ def write_webhook_ca_bundle(api: Any, name: str, bundle: bytes) -> list[str]:
 # ------------------------------------------------------------------------------------------- endpoints
 
 
-def ready_endpoints(api: Any, namespace: str, service: str, *, port_name: str | None = None) -> list[tuple[str, int]]:
+def ready_endpoints(
+    api: KubeApi, namespace: str, service: str, *, port_name: str | None = None
+) -> list[tuple[str, int]]:
     """(address, port) of every ready endpoint of the Service, from its EndpointSlices.
 
     `port_name` picks the Service port by name; without it the slice's only port is used (an error if several).
@@ -181,7 +154,7 @@ def _secret_path(namespace: str, name: str) -> str:
 
 
 def _request(
-    api: Any,
+    api: KubeApi,
     method: str,
     path: str,
     *,
@@ -191,39 +164,9 @@ def _request(
     missing_ok: bool = False,
 ) -> Any:
     """One API call; the parsed JSON body, or None for a 404 when `missing_ok`. Other failures raise KubeError."""
-    from kubernetes.client.exceptions import ApiException
-
-    headers = {"Accept": "application/json"}
-    if body is not None:
-        headers["Content-Type"] = content_type
-    request = api.param_serialize(
-        method=method,
-        resource_path=path,
-        query_params=list(query.items()) if query else None,
-        header_params=headers,
-        body=body,
-        auth_settings=["BearerToken"],
-    )
     try:
-        response = api.call_api(*request, _request_timeout=TIMEOUT)
-        raw = response.read()
-    except ApiException as error:
-        raise KubeError(int(error.status or 0), f"{method} {path}: {error.reason}") from None
-    except (urllib3.exceptions.HTTPError, OSError) as error:
-        raise KubeError(0, f"{method} {path}: cannot reach the API server: {error}") from None
-    status = int(response.status)
-    if status == 404 and missing_ok:
-        return None
-    if not 200 <= status < 300:
-        raise KubeError(status, f"{method} {path}: HTTP {status}: {_status_message(raw)}")
-    return json.loads(raw) if raw else None
-
-
-def _status_message(raw: bytes) -> str:
-    try:
-        status = json.loads(raw)
-    except ValueError:
-        return raw[:200].decode("utf-8", "replace")
-    if isinstance(status, dict) and status.get("message"):
-        return str(status["message"])
-    return raw[:200].decode("utf-8", "replace")
+        return api.request(method, path, query=query, body=body, content_type=content_type)
+    except KubeError as error:
+        if missing_ok and error.status == 404:
+            return None
+        raise

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from webhook.adapters import cert_files, kube_certs, tls_probe
+from webhook.adapters.kube import KubeApi, KubeError
 from webhook.core import certs
 from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, UsageError
 
@@ -104,15 +105,15 @@ def run(args: argparse.Namespace) -> int:
     mwc_name = _webhook_configuration(args)
     served_by = [_parse_host_port(value) for value in args.served_by]
     now = datetime.now(UTC)
-    api: Any = None
+    api: KubeApi | None = None
     if args.secret or mwc_name:
         try:
-            api = kube_certs.load_api_client(kubeconfig=args.kubeconfig, context=args.context)
-        except kube_certs.KubeError as error:
+            api = KubeApi.connect(kubeconfig=args.kubeconfig, context=args.context)
+        except KubeError as error:
             return _fail(str(error))
     try:
         return _run(args, request, mwc_name, served_by, api, now)
-    except kube_certs.KubeError as error:
+    except KubeError as error:
         return _fail(str(error))
     except OSError as error:
         return _fail(f"{getattr(error, 'filename', None) or ''}: {error.strerror or error}".lstrip(": "))
@@ -201,7 +202,7 @@ def _observe_served(args: argparse.Namespace, api: Any, served_by: list[tuple[st
     if not targets and args.secret:
         try:
             targets = kube_certs.ready_endpoints(api, args.namespace, args.service)
-        except kube_certs.KubeError as error:
+        except KubeError as error:
             _say(f"replicas: cannot list the endpoints of Service {args.namespace}/{args.service}: {error}")
             return None
     if not targets:
