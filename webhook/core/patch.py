@@ -44,7 +44,9 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
     """Operations for a Pod, or for the pod template found at JSON Pointer `base` of a workload."""
     if decision.remedy is None:
         return Plan(())
-    meta, spec = _mapping(pod.get("metadata"), "metadata"), _mapping(pod.get("spec"), "spec")
+    # Every operation adds under /metadata or /spec: without those objects none could apply, and a patch
+    # that does not apply fails the pod's creation (found by tests/test_fuzz.py).
+    meta, spec = _element(pod.get("metadata"), "metadata"), _element(pod.get("spec"), "spec")
     ops: list[Op] = []
     warnings: list[str] = []
     remedy = decision.remedy
@@ -118,7 +120,7 @@ def _ensure_affinity(spec: Mapping[str, Any], path: str) -> list[Op]:
         return [_add(required_path, {"nodeSelectorTerms": [term]})]
     ops: list[Op] = []
     for i, raw in enumerate(terms):
-        expressions = _list(_mapping(raw, "a nodeSelectorTerm").get("matchExpressions"), "matchExpressions")
+        expressions = _list(_element(raw, "a nodeSelectorTerm").get("matchExpressions"), "matchExpressions")
         if expressions is None:
             ops.append(_add(f"{required_path}/nodeSelectorTerms/{i}/matchExpressions", [dict(AFFINITY_REQUIREMENT)]))
         elif AFFINITY_REQUIREMENT not in expressions:
@@ -135,7 +137,7 @@ def _ensure_env(spec: Mapping[str, Any], variables: Sequence[FallbackVar], path:
         containers = _list(spec.get(list_name), f"spec.{list_name}") or []
         for i, container in enumerate(containers):
             where = f"spec.{list_name}[{i}]"
-            ops += _container_env(_mapping(container, where), variables, f"{path}/{list_name}/{i}", where)
+            ops += _container_env(_element(container, where), variables, f"{path}/{list_name}/{i}", where)
     return ops
 
 
@@ -192,6 +194,13 @@ def _add(path: str, value: Any) -> Op:
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     if value is None:
         return {}
+    if not isinstance(value, Mapping):
+        raise UnhandledObject(f"{where} is not a mapping")
+    return value
+
+
+def _element(value: Any, where: str) -> Mapping[str, Any]:
+    """A list element the patch adds into: null will not do (an `add` under a null fails to apply)."""
     if not isinstance(value, Mapping):
         raise UnhandledObject(f"{where} is not a mapping")
     return value
