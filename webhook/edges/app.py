@@ -4,18 +4,22 @@ Why two layers: measured in reference/performance-notes.md, a FastAPI endpoint c
 throughput this stack gives, and its middleware about a third even for a raw route. The admission
 path is the only hot path, so the dispatcher hands `/mutate` straight to `AdmissionEndpoint` and sends
 the small endpoints (`/healthz`, `/readyz`, `/metrics`) through FastAPI. `bench/admission.py` keeps
-the figures honest.
+the figures honest: measured 2026-11-26 (server CPU per request, Chronicle pod, 16 connections), this
+edge with a fixed answer costs ~26 us against the floor server's ~24 us; the real answer (orjson parse,
+decision, patch, response) brings it to ~56 us. What is left to gain is in that work, not in HTTP.
 
 Error channels (core/errors.py): a malformed call gets HTTP 400 with `{"error": ...}`; a body over
 3 MiB gets 413 (the API server's own request limit is 3 MiB, apiserver `maxRequestBodyBytes`); an
 object v4only cannot read, or any internal error, is admitted unchanged with a warning. Nothing here
-logs pod contents: environment values never reach a log line.
+logs pod contents: environment values never reach a log line (an internal error is logged with its
+traceback's locations and exception type, never the exception's message, which could quote the pod).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -39,7 +43,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_CONTENT_TYPE_JSON = (b"content-type", b"application/json")
 INTERNAL_ERROR_WARNING = "v4only: internal error, pod admitted unchanged (see the webhook's log)"
 
 
@@ -61,7 +65,7 @@ class AdmissionEndpoint:
         body = await _read_body(scope, receive)
         started = time.perf_counter()
         if body is None:
-            self.metrics.requests.labels("too_large").inc()
+            self.metrics.outcomes["too_large"].inc()
             await _send_json(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
             return
         status, payload = self.answer(body)
@@ -73,13 +77,20 @@ class AdmissionEndpoint:
         try:
             request = parse_review(_parse_json(body))
         except InvalidReview as error:
-            self.metrics.requests.labels("invalid").inc()
-            return 400, {"error": str(error)}
+            self.metrics.outcomes["invalid"].inc()
+            return 400, {"error": _clip(str(error))}
+        except RecursionError:  # describing a value nested ~1,000 deep (orjson accepts up to 1,024)
+            self.metrics.outcomes["invalid"].inc()
+            return 400, {"error": "the body is not an AdmissionReview (a field is nested too deeply)"}
         try:
             review = self._review(request)
-        except Exception:  # never block pod creation because of v4only itself
-            log.exception("internal error on admission request uid=%s; admitted unchanged", request.get("uid"))
-            self.metrics.requests.labels("error").inc()
+        except Exception as error:  # never block pod creation because of v4only itself
+            log.error(
+                "internal error on admission request uid=%s; admitted unchanged\n%s",
+                _safe_uid(request.get("uid")),
+                _redacted_traceback(error),
+            )
+            self.metrics.outcomes["error"].inc()
             return 200, build_response(str(request["uid"]), warnings=[INTERNAL_ERROR_WARNING])
         self._account(request, review)
         return 200, review.response
@@ -91,14 +102,14 @@ class AdmissionEndpoint:
         )
 
     def _account(self, request: Any, review: Review) -> None:
-        self.metrics.requests.labels(review.outcome).inc()
+        self.metrics.outcomes[review.outcome].inc()
         if review.decision is not None and review.decision.remedy is not None:
-            self.metrics.decisions.labels(review.decision.remedy).inc()
+            self.metrics.remedies[review.decision.remedy].inc()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "uid=%s namespace=%s outcome=%s remedy=%s ops=%d",
-                request.get("uid"),
-                request.get("namespace"),
+                _safe_uid(request.get("uid")),
+                _safe_uid(request.get("namespace")),
                 review.outcome,
                 review.decision.remedy if review.decision else None,
                 len(review.plan.ops),
@@ -112,15 +123,46 @@ def _parse_json(body: bytes) -> Any:
         raise InvalidReview(f"the body is not valid JSON ({str(error).split(':')[0]})") from None
 
 
+def _clip(message: str, limit: int = 300) -> str:
+    # A reason may quote a field of the body (`kind is '...'`); it never needs to be long.
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+_UID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _safe_uid(value: Any) -> str:
+    """An identifier from the request, fit for a log line: at most 64 plain characters, nothing else."""
+    if not isinstance(value, str):
+        return f"({type(value).__name__})"
+    shown = "".join(c if c in _UID_CHARS else "?" for c in value[:64])
+    return shown + ("..." if len(value) > 64 else "")
+
+
+def _redacted_traceback(error: BaseException) -> str:
+    """Where it failed (type, files, lines, code) but never the exception's message: messages can carry pod
+    contents (an environment value in a ValueError, a key in a KeyError), and logs must not."""
+    lines = []
+    for frame in traceback.extract_tb(error.__traceback__):
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}: {frame.line or ""}')
+    lines.append(f"{type(error).__module__}.{type(error).__qualname__} (message withheld: it may quote the pod)")
+    return "\n".join(lines)
+
+
 async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
     """The whole body, or None as soon as it passes MAX_BODY_BYTES (it is not buffered further)."""
-    for name, value in scope.get("headers", ()):
+    for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
             return None
+    message = await receive()
+    if not message.get("more_body", False):  # the usual case: the whole body in one message
+        if message["type"] == "http.disconnect":
+            return b""
+        body: bytes = message.get("body", b"")
+        return body if len(body) <= MAX_BODY_BYTES else None
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             return b""
         chunk = message.get("body", b"")
@@ -130,12 +172,18 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+        message = await receive()
 
 
 async def _send_json(send: Send, status: int, payload: Any) -> None:
     body = orjson.dumps(payload)
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_CONTENT_TYPE_JSON, (b"content-length", b"%d" % len(body))],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -163,7 +211,8 @@ def create_app(
 
 def _small_endpoints(*, state: ClusterState, metrics: Metrics, lifecycle: Lifecycle) -> FastAPI:
     # Only the documented paths: no /docs, /redoc or /openapi.json on an admission webhook.
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    # No slash redirects either: `/healthz/` is a 404, not a 307 to somewhere else.
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 
 import uvicorn
 import uvloop
+from uvicorn.server import HANDLED_SIGNALS
 
 from webhook.adapters import files
 from webhook.adapters.kube import KubeApi, KubeError
@@ -179,6 +182,22 @@ class _Server(uvicorn.Server):
             asyncio.get_running_loop().call_later(self.drain_seconds, super().handle_exit, sig, frame)
             return
         super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, without its last step: after a graceful shutdown uvicorn raises the caught signal again,
+        which ends the process there and then, before `serve_async` stops what it started (the tracker's
+        threads, the Lease it may hold). `v4only serve` is the whole process: a handled SIGTERM or SIGINT
+        ends in a normal return, and the process exits 0 (tests/test_faults.py checks the order)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
 
 
 def uvicorn_config(app: Any, *, host: str, port: int, tls: ReloadingTLS) -> uvicorn.Config:
