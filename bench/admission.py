@@ -1,12 +1,15 @@
 """Admission benchmark: v4only against a floor server, over TLS on loopback, driven by wrk.
 
-    .venv/bin/python bench/admission.py [--duration 5] [--rounds 3] [--levels 1,16,64]
+    .venv/bin/python bench/admission.py [--duration 5] [--rounds 3] [--levels 1,16,64] [--breakdown]
 
 Both servers run as separate processes pinned to CPU 0, wrk to CPU 1 (when the machine has two), so
-they do not steal from each other. Each level runs `rounds` times per server; the medians are printed.
+they do not steal from each other. Each level runs `rounds` times per server, alternating between the two;
+the medians are printed, and the load average before and after (other processes make the figures noisy).
 Bodies: the Chronicle pod (as its ReplicaSet creates it), a small pod and a 40-container pod, mixed.
-Prints requests/s, median and p99 latency, the v4only/floor ratios, and each server's resident memory
-before and after. Traffic goes to 127.0.0.1 only; every run is bounded by `--duration`.
+Prints requests/s, median and p99 latency, the server's CPU time per request (user + system, from /proc:
+what other processes on the machine barely disturb), the v4only/floor ratios (for CPU: floor/v4only, the
+throughput ratio a CPU-bound server reaches), and each server's resident memory before and after.
+Traffic goes to 127.0.0.1 only; every run is bounded by `--duration`.
 Targets (issue 6): throughput >= 0.7 x floor, p99 <= 1.5 x floor.
 """
 
@@ -114,7 +117,14 @@ def rss_mib(pid: int) -> float:
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(port: int, connections: int, duration: float, script: Path, files: list[Path]) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port: int, connections: int, duration: float, script: Path, files: list[Path], pid: int) -> dict[str, float]:
+    """One wrk run; also the server's CPU time per request, which other processes on the machine barely move."""
     command = [
         *pin(1),
         "wrk",
@@ -130,13 +140,16 @@ def wrk(port: int, connections: int, duration: float, script: Path, files: list[
         "--",
         *map(str, files),
     ]
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu_before
+    count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50, p99 = (_latency(out, p) for p in ("50%", "99%"))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
-    return {"rps": rps, "p50": p50, "p99": p99, "failed": failed}
+    return {"rps": rps, "p50": p50, "p99": p99, "failed": failed, "cpu_us": cpu / max(count, 1) * 1e6}
 
 
 def _latency(out: str, percentile: str) -> float:
@@ -146,7 +159,7 @@ def _latency(out: str, percentile: str) -> float:
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    merged = {k: statistics.median(run[k] for run in runs) for k in ("rps", "p50", "p99")}
+    merged = {k: statistics.median(run[k] for run in runs) for k in ("rps", "p50", "p99", "cpu_us")}
     merged["failed"] = sum(run["failed"] for run in runs)
     return merged
 
@@ -157,10 +170,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--levels", default="1,16,64")
     parser.add_argument("--only", choices=("mix", "chronicle"), default=None)
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="where v4only's CPU goes: also run the edge with a fixed answer and with parsing only (see servers.py)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
     levels = [int(x) for x in args.levels.split(",")]
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="v4only-bench-") as tmp:
         directory = Path(tmp)
         now = datetime.now(UTC)
@@ -172,7 +191,8 @@ def main() -> int:
         script.write_text(LUA)
         paths = bodies(directory)
         sets = {"chronicle": [paths["chronicle"]], "mix": list(paths.values())}
-        servers = {name: start(name, directory / "tls.crt", directory / "tls.key") for name in ("v4only", "floor")}
+        names = ("v4only", "floor", "v4only-fixed", "v4only-parse") if args.breakdown else ("v4only", "floor")
+        servers = {name: start(name, directory / "tls.crt", directory / "tls.key") for name in names}
         try:
             memory = {name: [rss_mib(p.pid)] for name, (p, _) in servers.items()}
             for set_name, files in sets.items():
@@ -185,28 +205,50 @@ def main() -> int:
             for process, _ in servers.values():
                 process.terminate()
                 process.wait(10)
-    print("\nresident memory (MiB), before -> after load:")
+    print(f"\nload average (1 min) before the run: {load_before:.2f} (the benchmark itself adds about 1.5; a start"
+          " well above 0 means other processes compete for the CPUs and the req/s and latency figures are noisy)")
+    print("resident memory (MiB), before -> after load:")
     for name, (before, after) in memory.items():
-        print(f"  {name:7s} {before:7.1f} -> {after:7.1f}")
+        print(f"  {name:12s} {before:7.1f} -> {after:7.1f}")
     return 0
 
 
-def report(set_name: str, files: list[Path], levels: list[int], servers: dict, script: Path, args) -> None:
+def report(
+    set_name: str,
+    files: list[Path],
+    levels: list[int],
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]],
+    script: Path,
+    args: argparse.Namespace,
+) -> None:
     print(
         f"\n== {set_name} ({', '.join(f.stem for f in files)}), {args.rounds} x {args.duration:.0f}s per cell, medians"
     )
-    print(f"{'conc':>4} {'server':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}")
+    print(f"{'conc':>4} {'server':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6} {'cpu us/req':>10}")
     for connections in levels:
-        cells = {}
-        for name, (_, port) in servers.items():
-            wrk(port, connections, 1.0, script, files)  # warm-up, not counted
-            cells[name] = median_of([wrk(port, connections, args.duration, script, files) for _ in range(args.rounds)])
-            c = cells[name]
-            print(f"{connections:>4} {name:7} {c['rps']:>9.0f} {c['p50']:>8.2f} {c['p99']:>8.2f} {c['failed']:>6.0f}")
+        for process, port in servers.values():
+            wrk(port, connections, 1.0, script, files, process.pid)  # warm-up, not counted
+        # Rounds alternate between the servers, so a disturbance (another process waking up) lands on both.
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        for _ in range(args.rounds):
+            for name, (process, port) in servers.items():
+                runs[name].append(wrk(port, connections, args.duration, script, files, process.pid))
+        cells = {name: median_of(runs[name]) for name in servers}
+        for name, c in cells.items():
+            print(
+                f"{connections:>4} {name:12} {c['rps']:>9.0f} {c['p50']:>8.2f} {c['p99']:>8.2f} {c['failed']:>6.0f}"
+                f" {c['cpu_us']:>10.1f}"
+            )
+        if "v4only-parse" in cells:
+            edge, parse, real, floor = (cells[k]["cpu_us"] for k in ("v4only-fixed", "v4only-parse", "v4only", "floor"))
+            print(
+                f"{'':>4} cpu us/req: floor {floor:.1f} + HTTP edge {edge - floor:.1f}"
+                f" + orjson parse {parse - edge:.1f} + decision, patch and response {real - parse:.1f} = {real:.1f}"
+            )
         v, f = cells["v4only"], cells["floor"]
         print(
-            f"{'':>4} {'ratio':7} {v['rps'] / f['rps']:>9.2f} {v['p50'] / f['p50']:>8.2f} {v['p99'] / f['p99']:>8.2f}"
-            "   (targets: req/s >= 0.70, p99 <= 1.50)"
+            f"{'':>4} {'ratio':12} {v['rps'] / f['rps']:>9.2f} {v['p50'] / f['p50']:>8.2f} {v['p99'] / f['p99']:>8.2f}"
+            f" {'':>6} {f['cpu_us'] / v['cpu_us']:>10.2f}   (targets: req/s >= 0.70, p99 <= 1.50)"
         )
 
 

@@ -2,8 +2,11 @@
 
 `v4only`: the real app (`webhook.edges.serve.build_server`) with a static capability of three nodes
 that allow the sysctl, so every review takes the full decision-and-patch path.
-`floor`: the same uvicorn, uvloop, httptools and TLS set-up, answering a fixed allow response with no
-work at all: the best this stack can do, so the ratio isolates v4only's own cost.
+`floor`: the same uvicorn settings (`serve.uvicorn_config`), uvloop, httptools and TLS set-up, answering a
+fixed allow response with no work at all: the best this stack can do, so the ratio isolates v4only's own cost.
+For `bench/admission.py --breakdown`, two halfway servers: the real app whose `AdmissionEndpoint.answer` is
+replaced by a fixed answer of the same size (`v4only-fixed`: the HTTP edge alone), or by orjson.loads of the
+body and that fixed answer (`v4only-parse`: the edge and the JSON parsing).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import uvloop
 from webhook.adapters.tls import ReloadingTLS
 from webhook.core.capability import Capability, NodeFacts
 from webhook.core.settings import Settings
-from webhook.edges.serve import ServeOptions, build_server
+from webhook.edges.serve import ServeOptions, build_server, uvicorn_config
 from webhook.edges.state import ClusterState
 
 FIXED = b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"fixed","allowed":true}}'
@@ -42,19 +45,12 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def run_floor(port: int, cert: str, key: str) -> None:
     tls = ReloadingTLS(cert, key)
-    config = uvicorn.Config(
-        floor_app,
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        ssl_context_factory=lambda _c, _d: tls.context,
-    )
+    # The very uvicorn settings v4only runs with, so the ratio isolates v4only's own work.
+    config = uvicorn_config(floor_app, host="127.0.0.1", port=port, tls=tls)
     uvloop.run(uvicorn.Server(config).serve())
 
 
-def run_v4only(port: int, cert: str, key: str) -> None:
+def run_v4only(port: int, cert: str, key: str, variant: str = "") -> None:
     settings = Settings()
     nodes = [
         NodeFacts(name=f"worker-{i}", labels={"node-role.kubernetes.io/worker": "true"}, allowlist=("net.ipv6.*",))
@@ -67,15 +63,44 @@ def run_v4only(port: int, cert: str, key: str) -> None:
     options = ServeOptions(
         host="127.0.0.1", port=port, cert_file=cert, key_file=key, settings=settings, state=state, drain_seconds=0
     )
+    if variant:
+        _replace_answer(variant, state, settings)
     server, _ = build_server(options)
     uvloop.run(server.serve())
 
 
+def _replace_answer(variant: str, state: ClusterState, settings: Settings) -> None:
+    import orjson
+
+    from webhook.edges import app
+    from webhook.edges.metrics import Metrics
+
+    real = app.AdmissionEndpoint(state=state, settings=settings, metrics=Metrics())
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+        "namespace": "team-a", "object": {"metadata": {"labels": {"v4only.io/inject": "enabled"}},
+                                          "spec": {"containers": [{"name": "a", "image": "b"}]}}}}
+    fixed = real.answer(orjson.dumps(review))  # an answer of the usual size, computed once
+
+    def fixed_answer(_self: app.AdmissionEndpoint, _body: bytes) -> tuple[int, Any]:
+        return fixed
+
+    def parse_answer(_self: app.AdmissionEndpoint, body: bytes) -> tuple[int, Any]:
+        orjson.loads(body)
+        return fixed
+
+    replacement = fixed_answer if variant == "fixed" else parse_answer
+    app.AdmissionEndpoint.answer = replacement  # type: ignore[method-assign,assignment]
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=("floor", "v4only"))
+    parser.add_argument("which", choices=("floor", "v4only", "v4only-fixed", "v4only-parse"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     args = parser.parse_args()
-    (run_floor if args.which == "floor" else run_v4only)(args.port, args.cert, args.key)
+    if args.which == "floor":
+        run_floor(args.port, args.cert, args.key)
+    else:
+        run_v4only(args.port, args.cert, args.key, args.which.removeprefix("v4only").removeprefix("-"))
