@@ -117,10 +117,11 @@ def test_tls_1_2_and_1_3_are_served(server: ServerThread, version: str, expected
     assert _handshake(server.port, _client_context(getattr(ssl.TLSVersion, version), "DEFAULT")) == expected
 
 
-# SHA-1 CBC suites, anonymous key exchange, an 8-byte tag. (RC4, DES, 3DES, NULL and export suites are not even
+# CBC suites (SHA-1 and SHA-2), anonymous key exchange, an 8-byte tag. (RC4, DES, 3DES, NULL and export suites are not even
 # in this OpenSSL; static-RSA suites cannot work with v4only's ECDSA certificates.) Each is first offered to a
 # permissive server with the same certificate: a suite that cannot work there would prove nothing.
-WEAK = ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "AECDH-AES128-SHA", "aNULL", "ECDHE-ECDSA-AES128-CCM8"]
+WEAK = ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384",
+        "AECDH-AES128-SHA", "aNULL", "ECDHE-ECDSA-AES128-CCM8"]
 
 
 @pytest.mark.parametrize("ciphers", WEAK)
