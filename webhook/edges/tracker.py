@@ -59,8 +59,10 @@ SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/names
 class TrackerConfig:
     """Timings; the defaults suit a cluster, tests shrink them."""
 
-    watch_timeout_seconds: int = 300  # server-side end of each watch (client-go picks 5-10 min)
-    watch_grace_seconds: float = 30.0  # read timeout = timeout + grace: the hung-watch watchdog
+    # Server-side end of each watch. Shorter than client-go's 5-10 min on purpose: a watch that hangs without
+    # closing keeps the snapshot "confirmed", so the watchdog below must fire well inside the freshness limit.
+    watch_timeout_seconds: int = 60
+    watch_grace_seconds: float = 15.0  # read timeout = timeout + grace: the hung-watch watchdog (75 s)
     backoff_initial_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
     configz_refresh_seconds: float = 300.0
