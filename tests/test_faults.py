@@ -405,7 +405,9 @@ def test_sigterm_under_load_fails_readiness_first_finishes_in_flight_then_exits(
     first_unready = next(t for t, status in ready_log if t > sigterm and status != 200)
     served_while_draining = [t for t in load.completed_at if first_unready < t < closed]
     assert first_unready - sigterm < 0.5, "readiness did not fail at once"
-    assert all(status == 200 for t, status in ready_log if t < sigterm)
+    before = [status for t, status in ready_log if t < sigterm]
+    # Ready before the signal. A poll that timed out (0) under a loaded CI machine is not a readiness answer.
+    assert 200 in before and all(status in (200, 0) for status in before), before
     assert [s for t, s in ready_log if sigterm < t < closed and s not in (0, 503)] == []
     assert len(served_while_draining) > 20, "requests must keep being answered while /readyz fails"
     assert closed - sigterm >= drain - 0.1, "the listener closed before the drain time"
