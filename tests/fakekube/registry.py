@@ -111,22 +111,23 @@ class Registry:
         match = query.get("resourceVersionMatch", "")
         if match and not query.get("resourceVersion"):
             raise bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
-        with self.store.lock:
-            rv = self.store.resource_version
-            if match == "Exact":
-                self.store.check_not_expired(_int(query["resourceVersion"]), LIST_TOO_OLD)
-            items = [from_storage(rt, o) for o in self.store.items(rt.store_key, namespace)]
-        start = ""
+        start, continued_rv = "", None
         if query.get("continue"):
             token = _decode_continue(query["continue"])
             self.store.check_not_expired(token["rv"], CONTINUE_TOO_OLD)
-            rv, start = token["rv"], token["start"]
-        items = [o for o in items if _item_key(o) >= start and labels(meta(o).get("labels") or {}) and fields(o)]
-        list_meta: dict[str, Any] = {"resourceVersion": str(rv)}
+            start, continued_rv = token["start"], token["rv"]
         limit = _int(query.get("limit") or "0")
-        if 0 < limit < len(items):
-            remaining = len(items) - limit
-            items = items[:limit]
+        with self.store.lock:
+            rv = self.store.resource_version if continued_rv is None else continued_rv
+            if match == "Exact":
+                self.store.check_not_expired(_int(query["resourceVersion"]), LIST_TOO_OLD)
+            # Selected from the stored objects without copying them; only the page sent is copied.
+            views = (from_storage(rt, o) for o in self.store.scan(rt.store_key, namespace))
+            matched = [o for o in views if _item_key(o) >= start and labels(meta(o).get("labels") or {}) and fields(o)]
+            remaining = len(matched) - limit if 0 < limit < len(matched) else 0
+            items = copy.deepcopy(matched[:limit] if remaining else matched)
+        list_meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if remaining:
             list_meta["continue"] = _encode_continue(rv, _item_key(items[-1]) + "\x00")
             if not query.get("labelSelector") and not query.get("fieldSelector"):
                 list_meta["remainingItemCount"] = remaining  # only set for unfiltered lists

@@ -90,6 +90,12 @@ class Store:
             keys = sorted(k for k in self._objects if k[:2] == store_key and (not namespace or k[2] == namespace))
             return [copy.deepcopy(self._objects[k]) for k in keys]
 
+    def scan(self, store_key: StoreKey, namespace: str = "") -> list[Obj]:
+        """What `items` returns, without the copies: call it holding `lock`, and only read the objects
+        (a paginated list copies just the page it sends)."""
+        keys = sorted(k for k in self._objects if k[:2] == store_key and (not namespace or k[2] == namespace))
+        return [self._objects[k] for k in keys]
+
     def keys_in_namespace(self, namespace: str) -> list[Key]:
         with self.lock:
             return [k for k in self._objects if k[2] == namespace]
