@@ -28,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_registrars() -> list[Callable[[Any], None]]:
     # Imported here so `v4only --help` stays cheap and each command loads only what it needs.
-    from webhook.edges import certs_cmd, doctor, review_cmd, serve
+    from webhook.edges import certs_cmd, doctor, patch_cmd, review_cmd, serve
 
-    return [serve.register, review_cmd.register, doctor.register, certs_cmd.register]
+    return [serve.register, review_cmd.register, doctor.register, patch_cmd.register, certs_cmd.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from webhook.core.capability import Capability
 from webhook.core.settings import Settings
 from webhook.edges.app import Lifecycle, create_app
 from webhook.edges.metrics import Metrics
+from webhook.edges.reconciler import start_reconciler
 from webhook.edges.review_cmd import parse_labels
 from webhook.edges.state import ClusterState, UniformNamespaces
 from webhook.edges.tracker import start_tracker
@@ -72,6 +73,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="one elected replica keeps v4only.io/ipv6-sysctl on nodes (needed for sysctl+affinity)",
     )
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="one elected replica rescues SysctlForbidden pods and restarts a namespace's workloads when it "
+        "opts in (needs the optional manifests/patcher role)",
+    )
     parser.add_argument("--drain-seconds", type=float, default=5.0, help="time /readyz fails before exit")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run)
@@ -102,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _dev_options(args: argparse.Namespace, settings: Settings) -> ServeOptions:
+    if args.reconcile or args.publish_node_labels:
+        raise UsageError("--dev has no cluster: --reconcile and --publish-node-labels need one")
     host = args.host or "127.0.0.1"
     directory = Path(tempfile.mkdtemp(prefix="v4only-dev-"))
     now = datetime.now(UTC)
@@ -150,6 +159,9 @@ def _production_options(args: argparse.Namespace, settings: Settings) -> ServeOp
     except KubeError as error:
         raise UsageError(f"cannot load cluster credentials: {error}") from None
     options.background.append(_tracker_starter(api, state, settings, publish_labels=args.publish_node_labels))
+    if args.reconcile:
+        # After the tracker: background work stops in reverse order, so this stops before `api` is closed.
+        options.background.append(lambda: start_reconciler(state, settings, api).stop)
     return options
 
 
