@@ -37,14 +37,14 @@ class Review:
 
 def parse_review(body: Any) -> Mapping[str, Any]:
     """The `request` of an AdmissionReview v1, or InvalidReview saying what is wrong."""
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict):
         raise InvalidReview("the body is not a JSON object")
     if body.get("kind") != "AdmissionReview":
         raise InvalidReview(f"kind is {body.get('kind')!r}, expected 'AdmissionReview'")
     if body.get("apiVersion") != API_VERSION:
         raise InvalidReview(f"apiVersion is {body.get('apiVersion')!r}, expected {API_VERSION!r}")
     request = body.get("request")
-    if not isinstance(request, Mapping):
+    if not isinstance(request, dict):
         raise InvalidReview("request is missing or not an object")
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
@@ -56,7 +56,7 @@ def is_pod_create(request: Mapping[str, Any]) -> bool:
     kind = request.get("kind")
     return (
         request.get("operation") == "CREATE"
-        and isinstance(kind, Mapping)
+        and isinstance(kind, dict)
         and kind.get("group", "") == ""
         and kind.get("kind") == "Pod"
         and not request.get("subResource")
@@ -76,7 +76,7 @@ def review_request(
         return Review(build_response(uid), "skipped")
     pod = request.get("object")
     try:
-        if not isinstance(pod, Mapping):
+        if not isinstance(pod, dict):
             raise UnhandledObject("request.object is not a Pod object")
         namespace = str(request.get("namespace") or _pod_namespace(pod))
         decision = decide(
@@ -112,5 +112,5 @@ def encode_patch(ops: tuple[Op, ...]) -> str:
 
 def _pod_namespace(pod: Mapping[str, Any]) -> str:
     meta = pod.get("metadata")
-    namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
+    namespace = meta.get("namespace") if isinstance(meta, dict) else None
     return namespace if isinstance(namespace, str) else ""

@@ -180,6 +180,6 @@ def _clip(reason: str) -> str:
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise UnhandledObject(f"{where} is not a mapping")
     return value

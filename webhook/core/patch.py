@@ -98,7 +98,7 @@ def _remove_sysctls(spec: Mapping[str, Any], settings: Settings, path: str) -> t
     positions = [
         (i, str(entry.get("name")))
         for i, entry in enumerate(_sysctl_list(spec) or [])
-        if isinstance(entry, Mapping) and normalize_name(str(entry.get("name", ""))) in managed
+        if isinstance(entry, dict) and normalize_name(str(entry.get("name", ""))) in managed
     ]
     # Highest index first, so earlier removals do not shift the later ones.
     ops = [{"op": "remove", "path": f"{path}/securityContext/sysctls/{i}"} for i, _ in reversed(positions)]
@@ -182,7 +182,7 @@ def _ensure_ndots(spec: Mapping[str, Any], ndots: str, path: str) -> list[Op]:
     if options is None:
         return [_add(f"{path}/dnsConfig/options", [option])]
     # The team's own ndots choice stands (Chronicle sets one): never override it.
-    if any(isinstance(o, Mapping) and o.get("name") == "ndots" for o in options):
+    if any(isinstance(o, dict) and o.get("name") == "ndots" for o in options):
         return []
     return [_add(f"{path}/dnsConfig/options/-", option)]
 
@@ -194,14 +194,14 @@ def _add(path: str, value: Any) -> Op:
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise UnhandledObject(f"{where} is not a mapping")
     return value
 
 
 def _element(value: Any, where: str) -> Mapping[str, Any]:
     """A list element the patch adds into: null will not do (an `add` under a null fails to apply)."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise UnhandledObject(f"{where} is not a mapping")
     return value
 

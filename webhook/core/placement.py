@@ -49,7 +49,7 @@ def _select(spec: Mapping[str, Any], capability: Capability) -> int:
     nodes = capability.everyone
     selector = spec.get("nodeSelector")
     if selector:
-        if not isinstance(selector, Mapping):
+        if not isinstance(selector, dict):
             raise UnhandledObject("spec.nodeSelector is not a mapping")
         for key, value in selector.items():
             nodes &= capability.label_mask(str(key), str(value))
@@ -64,11 +64,11 @@ def _select(spec: Mapping[str, Any], capability: Capability) -> int:
 
 def _required_terms(spec: Mapping[str, Any]) -> Sequence[Any] | None:
     affinity = spec.get("affinity") or {}
-    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
-    if not isinstance(node_affinity, Mapping):
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
+    if not isinstance(node_affinity, dict):
         return None
     required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-    if not isinstance(required, Mapping):
+    if not isinstance(required, dict):
         return None
     terms = required.get("nodeSelectorTerms")
     if not isinstance(terms, list):
@@ -78,7 +78,7 @@ def _required_terms(spec: Mapping[str, Any]) -> Sequence[Any] | None:
 
 def _term_nodes(term: Any, capability: Capability) -> int:
     # An empty term matches no nodes (core/v1 NodeSelectorTerm: "nil or empty term matches no objects").
-    if not isinstance(term, Mapping):
+    if not isinstance(term, dict):
         raise UnhandledObject("a nodeSelectorTerm is not a mapping")
     expressions = [r for r in _requirements(term.get("matchExpressions")) if r != OWN_PIN]
     fields = _requirements(term.get("matchFields"))
@@ -95,7 +95,7 @@ def _term_nodes(term: Any, capability: Capability) -> int:
 def _requirements(raw: Any) -> list[Mapping[str, Any]]:
     if raw is None:
         return []
-    if not isinstance(raw, list) or not all(isinstance(r, Mapping) for r in raw):
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
         raise UnhandledObject("a node selector requirement list is malformed")
     return raw
 
@@ -162,7 +162,7 @@ def _tolerations(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     tolerations = spec.get("tolerations") or []
     if not isinstance(tolerations, list):
         raise UnhandledObject("spec.tolerations is not a list")
-    return [t for t in tolerations if isinstance(t, Mapping)]
+    return [t for t in tolerations if isinstance(t, dict)]
 
 
 def _tolerated(taint: Taint, tolerations: Sequence[Mapping[str, Any]]) -> bool:
