@@ -158,7 +158,7 @@ class KubeApi:
         if field_selector:
             query["fieldSelector"] = field_selector
         while True:
-            page = self._json("GET", _COLLECTIONS[resource], query=query)
+            page = self.request("GET", _COLLECTIONS[resource], query=query)
             page_items = (item for item in page.get("items") or [] if isinstance(item, dict))
             items.extend(map(keep, page_items) if keep else page_items)
             meta = page.get("metadata") or {}
@@ -196,7 +196,7 @@ class KubeApi:
         process (MicroK8s kubelite) may add keys, so only `kubeletconfig` is read. The field is omitted
         when empty (shared/reference/kubernetes.md §4).
         """
-        body = self._json("GET", f"/api/v1/nodes/{quote(node, safe='')}/proxy/configz")
+        body = self.request("GET", f"/api/v1/nodes/{quote(node, safe='')}/proxy/configz")
         config = body.get("kubeletconfig")
         if not isinstance(config, dict):
             raise KubeError(0, f"configz of node {node} has no kubeletconfig")
@@ -207,7 +207,7 @@ class KubeApi:
 
     def patch_node_labels(self, node: str, labels: Mapping[str, str | None]) -> None:
         """A JSON merge patch of `metadata.labels` (None removes a label); nothing else on the node changes."""
-        self._json(
+        self.request(
             "PATCH",
             f"/api/v1/nodes/{quote(node, safe='')}",
             body={"metadata": {"labels": dict(labels)}},
@@ -218,18 +218,18 @@ class KubeApi:
 
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._json("GET", f"{LEASES.format(namespace=quote(namespace))}/{quote(name)}")
+            return self.request("GET", f"{LEASES.format(namespace=quote(namespace))}/{quote(name)}")
         except KubeError as error:
             if error.status == 404:
                 return None
             raise
 
     def create_lease(self, namespace: str, lease: Mapping[str, Any]) -> dict[str, Any]:
-        return self._json("POST", LEASES.format(namespace=quote(namespace)), body=lease)
+        return self.request("POST", LEASES.format(namespace=quote(namespace)), body=lease)
 
     def replace_lease(self, namespace: str, name: str, lease: Mapping[str, Any]) -> dict[str, Any]:
         """PUT with the lease's resourceVersion: 409 when someone else wrote it since it was read."""
-        return self._json("PUT", f"{LEASES.format(namespace=quote(namespace))}/{quote(name)}", body=lease)
+        return self.request("PUT", f"{LEASES.format(namespace=quote(namespace))}/{quote(name)}", body=lease)
 
     # ---- plumbing
 
@@ -242,19 +242,8 @@ class KubeApi:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        """One call on this connection, JSON in and out, KubeError on failure: for sibling adapters
-        (`kube_workloads.py`) that keep their own list of paths next to their own permissions."""
-        return self._json(method, path, query=query, body=body, content_type=content_type)
-
-    def _json(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> dict[str, Any]:
+        """One call, JSON in and out, KubeError on failure. Sibling adapters (`kube_certs.py`,
+        `kube_workloads.py`) use it with their own paths, kept next to their own permissions."""
         response = self._send(method, path, query=query, body=body, content_type=content_type, timeout=TIMEOUT)
         try:
             raw = response.data

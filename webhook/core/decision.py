@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from webhook.core import keys, placement
 from webhook.core.capability import Capability
-from webhook.core.errors import UnhandledObject
 from webhook.core.settings import Settings
+from webhook.core.shapes import optional_mapping
 from webhook.core.sysctls import PSA_BASELINE_ALLOWED
 
 Remedy = Literal["sysctl", "sysctl+affinity", "env", "none"]
@@ -46,7 +46,7 @@ def decide(
     settings: Settings,
 ) -> Decision:
     """Decide for a Pod (or a pod template: metadata + spec). `namespace_labels` None = not known."""
-    meta, spec = _mapping(pod.get("metadata"), "metadata"), _mapping(pod.get("spec"), "spec")
+    meta, spec = optional_mapping(pod.get("metadata"), "metadata"), optional_mapping(pod.get("spec"), "spec")
     unmanaged = _unmanaged_reason(meta, namespace, namespace_labels, settings)
     if unmanaged is not None:
         return Decision(None, unmanaged)
@@ -64,7 +64,7 @@ def _unmanaged_reason(
     if namespace in settings.excluded_namespaces:
         return f"namespace {namespace} is excluded"
     ns_opt = (namespace_labels or {}).get(keys.INJECT)
-    pod_opt = _mapping(meta.get("labels"), "metadata.labels").get(keys.INJECT)
+    pod_opt = optional_mapping(meta.get("labels"), "metadata.labels").get(keys.INJECT)
     if ns_opt == keys.DISABLED:
         return f"namespace {namespace} has {keys.INJECT}=disabled"
     if pod_opt == keys.DISABLED:
@@ -77,7 +77,7 @@ def _unmanaged_reason(
 
 
 def _override(meta: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
-    value = _mapping(meta.get("annotations"), "metadata.annotations").get(keys.REMEDY, "auto")
+    value = optional_mapping(meta.get("annotations"), "metadata.annotations").get(keys.REMEDY, "auto")
     if value in _OVERRIDES:
         return str(value), ()
     return "auto", (_clip(f"v4only: {keys.REMEDY}={str(value)[:30]!r} is not auto|sysctl|env|none; using auto"),)
@@ -109,7 +109,7 @@ def _sysctl_blocker(
     spec: Mapping[str, Any], namespace_labels: Mapping[str, str] | None, settings: Settings
 ) -> tuple[Remedy, str] | None:
     """Rules 2-4: cases where the sysctl can never work, whatever the nodes say."""
-    os_name = _mapping(spec.get("os"), "spec.os").get("name")
+    os_name = optional_mapping(spec.get("os"), "spec.os").get("name")
     if os_name == "windows":
         return "none", "sysctls cannot be set on Windows pods"
     if spec.get("hostNetwork") is True:
@@ -175,11 +175,3 @@ def _names(settings: Settings) -> str:
 def _clip(reason: str) -> str:
     # AdmissionReview warnings: "limit to 120 characters if possible" (admission/v1 types.go).
     return reason if len(reason) <= 120 else reason[:117] + "..."
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UnhandledObject(f"{where} is not a mapping")
-    return value

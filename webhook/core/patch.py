@@ -19,9 +19,9 @@ from typing import Any
 
 from webhook.core import keys
 from webhook.core.decision import Decision
-from webhook.core.errors import UnhandledObject
 from webhook.core.placement import OWN_PIN
 from webhook.core.settings import FallbackVar, Settings
+from webhook.core.shapes import optional_list, optional_mapping, required_mapping
 from webhook.core.sysctls import normalize_name
 
 Op = dict[str, Any]
@@ -46,7 +46,7 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
         return Plan(())
     # Every operation adds under /metadata or /spec: without those objects none could apply, and a patch
     # that does not apply fails the pod's creation (found by tests/test_fuzz.py).
-    meta, spec = _element(pod.get("metadata"), "metadata"), _element(pod.get("spec"), "spec")
+    meta, spec = required_mapping(pod.get("metadata"), "metadata"), required_mapping(pod.get("spec"), "spec")
     ops: list[Op] = []
     warnings: list[str] = []
     remedy = decision.remedy
@@ -67,7 +67,7 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
 
 
 def _ensure_annotations(meta: Mapping[str, Any], wanted: Mapping[str, str], path: str) -> list[Op]:
-    current = _mapping(meta.get("annotations"), "metadata.annotations")
+    current = optional_mapping(meta.get("annotations"), "metadata.annotations")
     if meta.get("annotations") is None:
         return [_add(f"{path}/annotations", dict(wanted))]
     return [
@@ -76,13 +76,13 @@ def _ensure_annotations(meta: Mapping[str, Any], wanted: Mapping[str, str], path
 
 
 def _sysctl_list(spec: Mapping[str, Any]) -> Sequence[Any] | None:
-    context = _mapping(spec.get("securityContext"), "spec.securityContext")
-    return _list(context.get("sysctls"), "spec.securityContext.sysctls")
+    context = optional_mapping(spec.get("securityContext"), "spec.securityContext")
+    return optional_list(context.get("sysctls"), "spec.securityContext.sysctls")
 
 
 def _ensure_sysctls(spec: Mapping[str, Any], settings: Settings, path: str) -> list[Op]:
     existing = _sysctl_list(spec)
-    present = {normalize_name(str(_mapping(s, "a sysctl").get("name", ""))) for s in existing or []}
+    present = {normalize_name(str(optional_mapping(s, "a sysctl").get("name", ""))) for s in existing or []}
     missing = [{"name": s.name, "value": s.value} for s in settings.sysctls if normalize_name(s.name) not in present]
     if not missing:
         return []
@@ -108,19 +108,20 @@ def _remove_sysctls(spec: Mapping[str, Any], settings: Settings, path: str) -> t
 def _ensure_affinity(spec: Mapping[str, Any], path: str) -> list[Op]:
     term = {"matchExpressions": [dict(AFFINITY_REQUIREMENT)]}
     required_path = f"{path}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
-    affinity = _mapping(spec.get("affinity"), "spec.affinity")
-    node_affinity = _mapping(affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
-    required = _mapping(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"), "node affinity")
+    affinity = optional_mapping(spec.get("affinity"), "spec.affinity")
+    node_affinity = optional_mapping(affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
+    required = optional_mapping(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"), "node affinity")
     if spec.get("affinity") is None:
         return [_add(f"{path}/affinity", {"nodeAffinity": {_REQUIRED: {"nodeSelectorTerms": [term]}}})]
     if affinity.get("nodeAffinity") is None:
         return [_add(f"{path}/affinity/nodeAffinity", {_REQUIRED: {"nodeSelectorTerms": [term]}})]
-    terms = _list(required.get("nodeSelectorTerms"), "nodeSelectorTerms")
+    terms = optional_list(required.get("nodeSelectorTerms"), "nodeSelectorTerms")
     if not terms:
         return [_add(required_path, {"nodeSelectorTerms": [term]})]
     ops: list[Op] = []
     for i, raw in enumerate(terms):
-        expressions = _list(_element(raw, "a nodeSelectorTerm").get("matchExpressions"), "matchExpressions")
+        existing = required_mapping(raw, "a nodeSelectorTerm")
+        expressions = optional_list(existing.get("matchExpressions"), "matchExpressions")
         if expressions is None:
             ops.append(_add(f"{required_path}/nodeSelectorTerms/{i}/matchExpressions", [dict(AFFINITY_REQUIREMENT)]))
         elif AFFINITY_REQUIREMENT not in expressions:
@@ -134,23 +135,23 @@ _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 def _ensure_env(spec: Mapping[str, Any], variables: Sequence[FallbackVar], path: str) -> list[Op]:
     ops: list[Op] = []
     for list_name in CONTAINER_LISTS:
-        containers = _list(spec.get(list_name), f"spec.{list_name}") or []
+        containers = optional_list(spec.get(list_name), f"spec.{list_name}") or []
         for i, container in enumerate(containers):
             where = f"spec.{list_name}[{i}]"
-            ops += _container_env(_element(container, where), variables, f"{path}/{list_name}/{i}", where)
+            ops += _container_env(required_mapping(container, where), variables, f"{path}/{list_name}/{i}", where)
     return ops
 
 
 def _container_env(
     container: Mapping[str, Any], variables: Sequence[FallbackVar], path: str, where: str
 ) -> list[Op]:
-    env = _list(container.get("env"), f"{where}.env")
+    env = optional_list(container.get("env"), f"{where}.env")
     if env is None:
         entries = [{"name": v.name, "value": v.value} for v in variables]
         return [_add(f"{path}/env", entries)] if entries else []
     entries_by_name: dict[str, tuple[int, Mapping[str, Any]]] = {}
     for j, raw in enumerate(env):
-        entry = _mapping(raw, f"{where}.env[{j}]")
+        entry = optional_mapping(raw, f"{where}.env[{j}]")
         entries_by_name[str(entry.get("name"))] = (j, entry)  # the last one wins, as in the kubelet
     ops: list[Op] = []
     for var in variables:
@@ -175,8 +176,8 @@ def _append_flag(entry: Mapping[str, Any], flag: str, path: str) -> list[Op]:
 
 def _ensure_ndots(spec: Mapping[str, Any], ndots: str, path: str) -> list[Op]:
     option = {"name": "ndots", "value": ndots}
-    config = _mapping(spec.get("dnsConfig"), "spec.dnsConfig")
-    options = _list(config.get("options"), "spec.dnsConfig.options")
+    config = optional_mapping(spec.get("dnsConfig"), "spec.dnsConfig")
+    options = optional_list(config.get("options"), "spec.dnsConfig.options")
     if spec.get("dnsConfig") is None:
         return [_add(f"{path}/dnsConfig", {"options": [option]})]
     if options is None:
@@ -189,29 +190,6 @@ def _ensure_ndots(spec: Mapping[str, Any], ndots: str, path: str) -> list[Op]:
 
 def _add(path: str, value: Any) -> Op:
     return {"op": "add", "path": path, "value": value}
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UnhandledObject(f"{where} is not a mapping")
-    return value
-
-
-def _element(value: Any, where: str) -> Mapping[str, Any]:
-    """A list element the patch adds into: null will not do (an `add` under a null fails to apply)."""
-    if not isinstance(value, dict):
-        raise UnhandledObject(f"{where} is not a mapping")
-    return value
-
-
-def _list(value: Any, where: str) -> Sequence[Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise UnhandledObject(f"{where} is not a list")
-    return value
 
 
 def apply_patch(obj: Any, ops: Sequence[Op]) -> Any:

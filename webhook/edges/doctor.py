@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from webhook.adapters import files
 from webhook.adapters.kube import KubeApi, KubeError
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, node_facts_from_object
@@ -22,7 +21,7 @@ from webhook.core.diagnosis import diagnose, render_json, render_table, with_evi
 from webhook.core.evidence import Rejection, rejection_from_pod
 from webhook.core.settings import Settings
 from webhook.edges.tracker import FAILED_PODS
-from webhook.edges.usage import UsageError
+from webhook.edges.usage import UsageError, connect, load_settings
 
 CONFIGZ_WORKERS = 8
 
@@ -56,14 +55,8 @@ class ClusterFacts:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = files.load_settings(args.config)
-    except files.InputError as error:
-        raise UsageError(str(error)) from None
-    try:
-        api = KubeApi.connect(kubeconfig=args.kubeconfig, context=args.context)
-    except KubeError as error:
-        raise UsageError(str(error)) from None
+    settings = load_settings(args.config)
+    api = connect(args)
     try:
         facts = gather(api)
     except KubeError as error:

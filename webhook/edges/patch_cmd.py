@@ -21,8 +21,7 @@ from typing import Any
 
 import orjson
 
-from webhook.adapters import files
-from webhook.adapters.kube import KubeApi, KubeError
+from webhook.adapters.kube import KubeError
 from webhook.adapters.kube_workloads import KINDS, WorkloadApi
 from webhook.core.patch import apply_patch
 from webhook.core.workload_plan import RESTARTED_AT, WorkloadPlan
@@ -42,7 +41,7 @@ from webhook.edges.patcher import (
     read_pods,
 )
 from webhook.edges.progress import Progress
-from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, UsageError
+from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, UsageError, connect, load_settings
 
 DEFAULT_KINDS = ("deployments", "statefulsets", "daemonsets", "replicasets", "cronjobs", "pods")
 KIND_NAMES = {
@@ -158,14 +157,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.namespace and not args.all_namespaces:
         raise UsageError("say where to look: -n NAMESPACE, or -A for all namespaces")
     kinds = parse_kinds(args.kind)
-    try:
-        settings = files.load_settings(args.config)
-    except files.InputError as error:
-        raise UsageError(str(error)) from None
-    try:
-        api = KubeApi.connect(kubeconfig=args.kubeconfig, context=args.context)
-    except KubeError as error:
-        raise UsageError(str(error)) from None
+    settings = load_settings(args.config)
+    api = connect(args)
     progress = Progress()
     try:
         progress.update("reading nodes, namespaces and kubelet configurations...", force=True)

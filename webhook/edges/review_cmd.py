@@ -17,7 +17,7 @@ import orjson
 import yaml
 
 from webhook.adapters import files
-from webhook.adapters.kube import KubeApi, KubeError
+from webhook.adapters.kube import KubeError
 from webhook.core import keys
 from webhook.core.admission import build_response, parse_review, review_request
 from webhook.core.capability import Capability, node_facts_from_object
@@ -27,7 +27,7 @@ from webhook.core.patch import Op, apply_patch, plan_patch
 from webhook.core.settings import Settings
 from webhook.core.workloads import namespace_of, pod_template
 from webhook.edges.diffs import unified_yaml_diff
-from webhook.edges.usage import UsageError
+from webhook.edges.usage import UsageError, connect
 
 OUTPUTS = ("diff", "yaml", "json", "review")
 
@@ -110,10 +110,7 @@ def _from_cluster(
     """Live capability and namespace labels, read the way `doctor` reads them."""
     from webhook.edges import doctor  # only this path talks to a cluster
 
-    try:
-        api = KubeApi.connect(kubeconfig=args.kubeconfig, context=args.context)
-    except KubeError as error:
-        raise UsageError(f"{error} (or give --nodes FILE or --assume allowed|forbidden)") from None
+    api = connect(args, hint=" (or give --nodes FILE or --assume allowed|forbidden)")
     try:
         facts = doctor.gather(api)
     except KubeError as error:

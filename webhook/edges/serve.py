@@ -25,8 +25,7 @@ import uvicorn
 import uvloop
 from uvicorn.server import HANDLED_SIGNALS
 
-from webhook.adapters import files
-from webhook.adapters.kube import KubeApi, KubeError
+from webhook.adapters.kube import KubeApi
 from webhook.adapters.tls import ReloadingTLS
 from webhook.core import certs
 from webhook.core.capability import Capability
@@ -37,7 +36,7 @@ from webhook.edges.reconciler import start_reconciler
 from webhook.edges.review_cmd import parse_labels
 from webhook.edges.state import ClusterState, UniformNamespaces
 from webhook.edges.tracker import start_tracker
-from webhook.edges.usage import UsageError
+from webhook.edges.usage import UsageError, connect, load_settings
 
 log = logging.getLogger("webhook.serve")
 
@@ -100,10 +99,7 @@ class ServeOptions:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        settings = files.load_settings(args.config)
-    except files.InputError as error:
-        raise UsageError(str(error)) from None
+    settings = load_settings(args.config)
     serve(_dev_options(args, settings) if args.dev else _production_options(args, settings))
     return 0
 
@@ -154,10 +150,7 @@ def _production_options(args: argparse.Namespace, settings: Settings) -> ServeOp
         state=state,
         drain_seconds=args.drain_seconds,
     )
-    try:
-        api = KubeApi.connect(kubeconfig=args.kubeconfig, context=args.context)
-    except KubeError as error:
-        raise UsageError(f"cannot load cluster credentials: {error}") from None
+    api = connect(args)
     options.background.append(_tracker_starter(api, state, settings, publish_labels=args.publish_node_labels))
     if args.reconcile:
         # After the tracker: background work stops in reverse order, so this stops before `api` is closed.
