@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,9 @@ GOLDEN = Path(__file__).parent / "fixtures" / "doctor"
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    fake = FakeKube().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+def kube(fake_kube: FakeKube) -> FakeKube:
+    """The shared fake API server (tests/fakekube/fixtures.py), under the short name these tests use."""
+    return fake_kube
 
 
 def _doctor(kube: FakeKube, tmp_path: Path, *extra: str) -> argparse.Namespace:

@@ -25,12 +25,9 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    fake = FakeKube().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+def kube(fake_kube: FakeKube) -> FakeKube:
+    """The shared fake API server (tests/fakekube/fixtures.py), under the short name these tests use."""
+    return fake_kube
 
 
 @pytest.fixture
