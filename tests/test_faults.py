@@ -164,12 +164,8 @@ def assert_all_fast(prober: Prober, server: ServerProcess) -> None:
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    fake = FakeKube(default_watch_timeout=5.0, bookmark_interval=1.0).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+def kube(quick_kube: FakeKube) -> FakeKube:
+    return quick_kube
 
 
 def tracked_server(tmp_path: Path, kube: FakeKube) -> ServerProcess:

@@ -42,13 +42,9 @@ QUICK = ReconcilerConfig(
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    fake = FakeKube(default_watch_timeout=5.0, bookmark_interval=1.0, history_size=5000).start()
-    fake.put_object(objects.namespace("v4only-system"))
-    try:
-        yield fake
-    finally:
-        fake.stop()
+def kube(quick_kube: FakeKube) -> FakeKube:
+    quick_kube.put_object(objects.namespace("v4only-system"))
+    return quick_kube
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import pytest
 from tests import capability_scenarios as sc
 from tests import patch_scenarios as ps
 from tests.fakekube import FakeKube, objects
+from tests.fakekube.fixtures import running
 from webhook.edges import rbac_patcher
 
 STORM = 200
@@ -25,11 +26,8 @@ LABEL = "v4only.io/ipv6-sysctl"
 
 @pytest.fixture
 def kube() -> Iterator[FakeKube]:
-    fake = FakeKube(history_size=5000).start()
-    try:
+    with running(history_size=5000) as fake:  # a storm of pods and their events
         yield fake
-    finally:
-        fake.stop()
 
 
 def _storm(kube: FakeKube, *, namespace: str = "team", enabled: bool = True, count: int = STORM) -> dict:

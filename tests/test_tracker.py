@@ -39,12 +39,8 @@ LABEL = "v4only.io/ipv6-sysctl"
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    fake = FakeKube(default_watch_timeout=5.0, bookmark_interval=1.0).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+def kube(quick_kube: FakeKube) -> FakeKube:
+    return quick_kube
 
 
 def _api(kube: FakeKube, tmp_path: Path, name: str = "a") -> KubeApi:

@@ -6,7 +6,9 @@ Enable with `pytest_plugins = ["tests.fakekube.fixtures"]` in the top-level conf
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -14,13 +16,27 @@ from kubernetes import client, config
 from .server import FakeKube
 
 
-@pytest.fixture
-def fake_kube() -> Iterator[FakeKube]:
-    kube = FakeKube().start()
+@contextmanager
+def running(**options: Any) -> Iterator[FakeKube]:
+    """A FakeKube started with `options`, stopped on the way out."""
+    kube = FakeKube(**options).start()
     try:
         yield kube
     finally:
         kube.stop()
+
+
+@pytest.fixture
+def fake_kube() -> Iterator[FakeKube]:
+    with running() as kube:
+        yield kube
+
+
+@pytest.fixture
+def quick_kube() -> Iterator[FakeKube]:
+    """Short watches, frequent bookmarks and a long event history: for loops that must react within a test."""
+    with running(default_watch_timeout=5.0, bookmark_interval=1.0, history_size=5000) as kube:
+        yield kube
 
 
 @pytest.fixture
