@@ -86,6 +86,19 @@ def read_webhook_ca_bundles(api: KubeApi, name: str) -> dict[str, bytes] | None:
     }
 
 
+def list_webhook_configurations(api: KubeApi, *, page_size: int = 500) -> list[dict[str, Any]]:
+    """Every MutatingWebhookConfiguration of the cluster, as plain dicts (paginated; `list` only, no `get`)."""
+    items: list[dict[str, Any]] = []
+    query = {"limit": str(page_size)}
+    while True:
+        page = _request(api, "GET", MWC_PATH, query=query)
+        items += [item for item in (page or {}).get("items") or [] if isinstance(item, dict)]
+        token = ((page or {}).get("metadata") or {}).get("continue")
+        if not token:
+            return items
+        query["continue"] = str(token)
+
+
 def write_webhook_ca_bundle(api: KubeApi, name: str, bundle: bytes) -> list[str]:
     """Set `caBundle` on every webhook of the MWC whose value differs; return the names changed.
 

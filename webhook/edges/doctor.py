@@ -2,7 +2,8 @@
 
 The reading is here (`gather`); the explaining is pure (`webhook.core.diagnosis`), so the output can
 be compared exactly in tests. Exit status: 0 no problems, 1 problems (defined in diagnosis.py), 2 bad
-usage or a cluster that cannot be read (one line on stderr).
+usage or a cluster that cannot be read (one line on stderr). `--webhook` checks the installation instead
+(`webhook/edges/doctor_webhook.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from webhook.core.capability import Capability, NodeFacts, node_facts_from_objec
 from webhook.core.diagnosis import diagnose, render_json, render_table, with_evidence
 from webhook.core.evidence import Rejection, rejection_from_pod
 from webhook.core.settings import Settings
+from webhook.edges import doctor_webhook
 from webhook.edges.tracker import FAILED_PODS
 from webhook.edges.usage import UsageError, connect, load_settings
 
@@ -34,6 +36,23 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--context", help="kubeconfig context")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.add_argument("--config", help="settings YAML (as in the v4only-config ConfigMap)")
+    webhook = parser.add_argument_group(
+        "installation checks (--webhook)",
+        "check the installed MutatingWebhookConfiguration, its caBundle and serving certificate, and the timeouts "
+        "of every mutating webhook called for a pod CREATE, instead of nodes and namespaces",
+    )
+    webhook.add_argument("--webhook", action="store_true", help="check the installation (see above)")
+    webhook.add_argument(
+        "--webhook-configuration", default="v4only", metavar="NAME", help="MutatingWebhookConfiguration (v4only)"
+    )
+    webhook.add_argument("--namespace", default="v4only-system", help="v4only's namespace (v4only-system)")
+    webhook.add_argument("--secret", default="v4only-tls", help="serving certificate Secret, key tls.crt (v4only-tls)")
+    webhook.add_argument(
+        "--served-by",
+        metavar="HOST:PORT",
+        help="also check the certificate served there (e.g. `kubectl port-forward -n v4only-system svc/v4only "
+        "8443:443`, then 127.0.0.1:8443)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,6 +74,8 @@ class ClusterFacts:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.webhook:
+        return doctor_webhook.run(args)
     settings = load_settings(args.config)
     api = connect(args)
     try:

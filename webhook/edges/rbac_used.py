@@ -43,4 +43,14 @@ DOCTOR: frozenset[Permission] = frozenset(
     }
 )
 
+# `v4only doctor --webhook`, also run by a person (never the webhook's ServiceAccount, so not in SERVE): every
+# MutatingWebhookConfiguration (its own and the others, for the timeout budget) and the serving Secret in
+# v4only's namespace (a 403 there only costs the certificate check).
+DOCTOR_WEBHOOK: frozenset[Permission] = frozenset(
+    {
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "list"),
+        ("", "secrets", "get"),
+    }
+)
+
 SERVE: frozenset[Permission] = TRACKER | LABEL_PUBLISHER
