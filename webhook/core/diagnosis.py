@@ -33,6 +33,7 @@ from webhook.core.decision import decide, enforced_level, pod_security_forbids
 from webhook.core.evidence import Rejection
 from webhook.core.settings import Settings
 from webhook.core.sysctls import Allowlist, pattern_error
+from webhook.core.text import table
 
 Distro = Literal["microk8s", "k3s", "other"]
 MICROK8S_LABELS = (
@@ -441,7 +442,7 @@ def _nodes_table(diagnosis: Diagnosis) -> list[str]:
         for n in diagnosis.nodes
     ]
     headers = ("NODE", "KUBELET", "ALLOWLIST (running kubelet)", *diagnosis.sysctls, "SOURCE")
-    return [f"NODES ({len(rows)})", *_table(headers, _group(rows, MAX_NODE_ROWS))]
+    return [f"NODES ({len(rows)})", *table(headers, _group(rows, MAX_NODE_ROWS))]
 
 
 def _allowlist_cell(node: NodeReport) -> str:
@@ -458,12 +459,12 @@ def _namespaces_table(diagnosis: Diagnosis) -> list[str]:
         (n.name, n.pod_security, n.remedy + (" !" if n.problem else ""), _strip_remedy(n.reason))
         for n in diagnosis.namespaces
     ]
-    return [title, *_table(("NAMESPACE", "POD SECURITY", "NEW POD GETS", "WHY"), _group(rows, MAX_NAMESPACE_ROWS))]
+    return [title, *table(("NAMESPACE", "POD SECURITY", "NEW POD GETS", "WHY"), _group(rows, MAX_NAMESPACE_ROWS))]
 
 
 def _pods_table(pods: Sequence[PodReport]) -> list[str]:
     rows = [(f"{p.namespace}/{p.name}", p.node or "-", p.message) for p in pods[:MAX_POD_ROWS]]
-    lines = [f"PODS FAILED WITH SysctlForbidden ({len(pods)})", *_table(("POD", "NODE", "MESSAGE"), rows)]
+    lines = [f"PODS FAILED WITH SysctlForbidden ({len(pods)})", *table(("POD", "NODE", "MESSAGE"), rows)]
     if len(pods) > MAX_POD_ROWS:
         lines.append(f"... and {len(pods) - MAX_POD_ROWS} more (-o json lists them all)")
     return lines
@@ -487,16 +488,6 @@ def _group(rows: Sequence[tuple[str, ...]], limit: int) -> list[tuple[str, ...]]
             (f"... {hidden} more groups (-o json lists them all)", *("",) * (len(rows[0]) - 1)),
         ]
     return grouped
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    return [
-        "  ".join(
-            str(cell).ljust(widths[i]) if i < len(headers) - 1 else str(cell) for i, cell in enumerate(row)
-        ).rstrip()
-        for row in [headers, *rows]
-    ]
 
 
 def _clip(text: str) -> str:

@@ -40,6 +40,7 @@ import orjson
 from cryptography.x509.oid import NameOID
 
 from webhook.core import certs
+from webhook.core.text import table
 
 Status = Literal["ok", "note", "problem"]
 
@@ -638,7 +639,7 @@ def render_table(report: WebhookReport) -> str:
             (r.webhook if i == 0 or report.rows[i - 1].webhook != r.webhook else "", r.check, r.value, _mark(r.status))
             for i, r in enumerate(report.rows)
         ]
-        lines += [f"WEBHOOKS ({len(hooks)})", *_table(("WEBHOOK", "CHECK", "VALUE", "RESULT"), rows), ""]
+        lines += [f"WEBHOOKS ({len(hooks)})", *table(("WEBHOOK", "CHECK", "VALUE", "RESULT"), rows), ""]
     cert_rows = [
         (
             c.role,
@@ -654,7 +655,7 @@ def render_table(report: WebhookReport) -> str:
     lines.append(f"CERTIFICATES ({len(cert_rows)})")
     if cert_rows:
         headers = ("ROLE", "SOURCE", "SUBJECT", "SHA-256", "EXPIRES", "SIGNED BY caBundle", "RESULT")
-        lines += _table(headers, cert_rows)
+        lines += table(headers, cert_rows)
     else:
         lines.append("(none read)")
     budget_rows = [
@@ -664,7 +665,7 @@ def render_table(report: WebhookReport) -> str:
     ]
     lines += ["", f"MUTATING WEBHOOKS CALLED FOR A POD CREATE ({len(budget_rows)}, in call order)"]
     if budget_rows:
-        lines += _table(("CONFIGURATION", "WEBHOOK", "TIMEOUT", "REINVOCATION", "WORST CASE"), budget_rows)
+        lines += table(("CONFIGURATION", "WEBHOOK", "TIMEOUT", "REINVOCATION", "WORST CASE"), budget_rows)
     worst = report.budget_worst
     verdict = "problem" if worst > BUDGET_PROBLEM else "note" if worst > BUDGET_NOTE else "ok"
     lines.append(
@@ -684,10 +685,3 @@ def render_table(report: WebhookReport) -> str:
 
 def _mark(status: Status) -> str:
     return {"ok": "ok", "note": "note", "problem": "PROBLEM"}[status]
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    return [
-        "  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [headers, *rows]
-    ]

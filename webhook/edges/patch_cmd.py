@@ -23,6 +23,7 @@ import orjson
 
 from webhook.adapters.kube import KubeError
 from webhook.adapters.kube_workloads import KINDS, WorkloadApi
+from webhook.core import text
 from webhook.core.patch import apply_patch
 from webhook.core.workload_plan import RESTARTED_AT, WorkloadPlan
 from webhook.edges import doctor
@@ -286,11 +287,8 @@ def render_text(entries: Sequence[Entry], args: argparse.Namespace) -> str:
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "".join(
-        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=False)), row[-1]]).rstrip() + "\n"
-        for row in rows
-    )
+    """`rows[0]` is the header row."""
+    return "".join(line + "\n" for line in text.table(rows[0], rows[1:]))
 
 
 def _summary(entries: Sequence[Entry], args: argparse.Namespace) -> str:
