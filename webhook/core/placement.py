@@ -24,11 +24,6 @@ UNSCHEDULABLE_TAINT = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule"
 OWN_PIN = {"key": keys.NODE_CAPABILITY, "operator": "In", "values": [keys.ALLOWED]}
 
 
-def has_node_constraints(spec: Mapping[str, Any]) -> bool:
-    """Whether the pod narrows its nodes at all (tolerations only widen them)."""
-    return bool(spec.get("nodeName") or spec.get("nodeSelector") or _required_terms(spec) is not None)
-
-
 def candidate_nodes(spec: Mapping[str, Any], capability: Capability) -> int:
     """The nodes where the pod could run, as a bitmask over `capability.nodes` (count: `.bit_count()`)."""
     node_name = spec.get("nodeName")
