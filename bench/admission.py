@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.memory import rss_mib  # noqa: E402
 from webhook.core import certs  # noqa: E402
 
 CHRONICLE = ROOT / "tests" / "fixtures" / "admission" / "chronicle-allowed.request.json"
@@ -105,13 +106,6 @@ def start(which: str, cert: Path, key: Path) -> tuple[subprocess.Popen[bytes], i
             time.sleep(0.05)
     process.kill()
     raise SystemExit(f"{which} server did not start")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.memory import rss_mib
 from webhook.core.capability import Capability, NodeFacts, Taint
 from webhook.core.decision import decide
 from webhook.core.settings import Settings
@@ -109,14 +110,6 @@ def median_seconds(call: Callable[[], object], *, rounds: int = 2000) -> float:
         call()
         samples.append(clock() - start)
     return statistics.median(samples)
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def decision_times(capability: Capability, labels: dict[str, dict[str, str]]) -> tuple[float, float]:

@@ -27,17 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.memory import rss_mib
+
 IPV6 = "net.ipv6.conf.all.disable_ipv6"
 NAMESPACES = 100
 MIX = (("Deployment", 0.70), ("StatefulSet", 0.15), ("DaemonSet", 0.10), ("CronJob", 0.05))
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def peak_mib() -> float:

@@ -33,7 +33,7 @@ from webhook.core.decision import decide, enforced_level, pod_security_forbids
 from webhook.core.evidence import Rejection
 from webhook.core.settings import Settings
 from webhook.core.sysctls import Allowlist, pattern_error
-from webhook.core.text import table
+from webhook.core.text import problems_block, table
 
 Distro = Literal["microk8s", "k3s", "other"]
 MICROK8S_LABELS = (
@@ -413,11 +413,9 @@ def render_table(diagnosis: Diagnosis) -> str:
     if diagnosis.hints:
         lines += ["", "HINTS", *(f"- {h}" for h in diagnosis.hints)]
     lines.append("")
-    if diagnosis.problems:
-        lines.append(f"PROBLEMS ({len(diagnosis.problems)})")
-        lines += [f"- {p}" for p in diagnosis.problems]
-    else:
-        lines.append("no problems: every opted-in namespace gets the sysctl, or the fallback by design")
+    lines += problems_block(
+        diagnosis.problems, none="no problems: every opted-in namespace gets the sysctl, or the fallback by design"
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -13,3 +13,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
         .rstrip()
         for row in [headers, *rows]
     ]
+
+
+def problems_block(problems: Sequence[str], *, none: str) -> list[str]:
+    """The closing block of a report: `PROBLEMS (n)` and a line each, or the one line saying all is well."""
+    if not problems:
+        return [none]
+    return [f"PROBLEMS ({len(problems)})", *(f"- {p}" for p in problems)]

@@ -40,7 +40,7 @@ import orjson
 from cryptography.x509.oid import NameOID
 
 from webhook.core import certs
-from webhook.core.text import table
+from webhook.core.text import problems_block, table
 
 Status = Literal["ok", "note", "problem"]
 
@@ -675,11 +675,10 @@ def render_table(report: WebhookReport) -> str:
     if report.notes:
         lines += ["", f"NOTES ({len(report.notes)})", *(f"- {n}" for n in report.notes)]
     lines.append("")
-    if report.problems:
-        lines.append(f"PROBLEMS ({len(report.problems)})")
-        lines += [f"- {p}" for p in report.problems]
-    else:
-        lines.append("no problems: the webhook cannot block pod creation, and its certificates chain and are current")
+    lines += problems_block(
+        report.problems,
+        none="no problems: the webhook cannot block pod creation, and its certificates chain and are current",
+    )
     return "\n".join(lines) + "\n"
 
 
