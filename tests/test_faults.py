@@ -356,16 +356,19 @@ def test_sigterm_under_load_fails_readiness_first_finishes_in_flight_then_exits(
     with ServerProcess.launcher(tls, "--drain-seconds", str(drain), "--log-level", "info") as server:
         assert readyz(server) == 200
         context = client_context(str(tls.ca_file))
-        ready_log: list[tuple[float, int]] = []
+        # (asked at, answered at, status): a poll asked before SIGTERM may be answered after it, so both count.
+        ready_log: list[tuple[float, float, int]] = []
         exited = threading.Event()
 
         def poll_readyz() -> None:
             end = time.monotonic() + 20
             while not exited.is_set() and time.monotonic() < end:
+                asked = time.monotonic()
                 try:
-                    ready_log.append((time.monotonic(), readyz(server)))
+                    status = readyz(server)
                 except httpx.HTTPError:
-                    ready_log.append((time.monotonic(), 0))  # not listening any more
+                    status = 0  # not listening any more, or timed out
+                ready_log.append((asked, time.monotonic(), status))
                 time.sleep(0.02)
 
         results: list[Any] = []
@@ -398,13 +401,14 @@ def test_sigterm_under_load_fails_readiness_first_finishes_in_flight_then_exits(
         loader.join(25)
         poller.join(5)
     load = results[0]
-    first_unready = next(t for t, status in ready_log if t > sigterm and status != 200)
+    first_unready = min(answered for _, answered, status in ready_log if answered > sigterm and status != 200)
     served_while_draining = [t for t in load.completed_at if first_unready < t < closed]
     assert first_unready - sigterm < 0.5, "readiness did not fail at once"
-    before = [status for t, status in ready_log if t < sigterm]
+    before = [status for _, answered, status in ready_log if answered < sigterm]
     # Ready before the signal. A poll that timed out (0) under a loaded CI machine is not a readiness answer.
     assert 200 in before and all(status in (200, 0) for status in before), before
-    assert [s for t, s in ready_log if sigterm < t < closed and s not in (0, 503)] == []
+    # Asked after the signal: never ready again.
+    assert [s for asked, _, s in ready_log if sigterm < asked < closed and s not in (0, 503)] == []
     assert len(served_while_draining) > 20, "requests must keep being answered while /readyz fails"
     assert closed - sigterm >= drain - 0.1, "the listener closed before the drain time"
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
