@@ -36,20 +36,30 @@ from bench.memory import rss_mib  # noqa: E402
 from webhook.core import certs  # noqa: E402
 
 CHRONICLE = ROOT / "tests" / "fixtures" / "admission" / "chronicle-allowed.request.json"
+# Each request gets a fresh uid, as the API server sends: the templates carry `@N@` where the request number goes
+# (in the uid, and with --distinct in a pod label too). Split once at init, joined per request.
 LUA = """
-local bodies = {}
+local templates = {}
 init = function(args)
   for _, path in ipairs(args) do
     local f = assert(io.open(path, "rb")); local body = f:read("*a"); f:close()
-    bodies[#bodies + 1] = wrk.format("POST", "/mutate", {["Content-Type"] = "application/json"}, body)
+    local parts = {}
+    for piece in (body .. "@N@"):gmatch("(.-)@N@") do parts[#parts + 1] = piece end
+    templates[#templates + 1] = parts
   end
 end
-local i = 0
-request = function() i = i % #bodies + 1; return bodies[i] end
+local i, n = 0, 0
+request = function()
+  i = i % #templates + 1; n = n + 1
+  local body = table.concat(templates[i], string.format("%012d", n))
+  return wrk.format("POST", "/mutate", {["Content-Type"] = "application/json"}, body)
+end
 """
+UID = "00000000-0000-4000-8000-@N@"
 
 
-def bodies(directory: Path) -> dict[str, Path]:
+def bodies(directory: Path, *, distinct: bool) -> dict[str, Path]:
+    """The three pods as AdmissionReview templates, written compactly as the API server's Go encoder does."""
     chronicle = json.loads(CHRONICLE.read_text())
     small = json.loads(CHRONICLE.read_text())
     small["request"]["namespace"] = "team-a"
@@ -67,8 +77,11 @@ def bodies(directory: Path) -> dict[str, Path]:
     ]
     paths = {}
     for name, body in (("chronicle", chronicle), ("small", small), ("wide40", wide)):
+        body["request"]["uid"] = UID
+        if distinct:  # a label no two requests share: every pod is new to the server
+            body["request"]["object"]["metadata"].setdefault("labels", {})["bench-pod"] = "p@N@"
         paths[name] = directory / f"{name}.json"
-        paths[name].write_text(json.dumps(body))
+        paths[name].write_text(json.dumps(body, separators=(",", ":")))
     return paths
 
 
@@ -169,6 +182,12 @@ def main() -> int:
         action="store_true",
         help="where v4only's CPU goes: also run the edge with a fixed answer and with parsing only (see servers.py)",
     )
+    parser.add_argument(
+        "--distinct",
+        action="store_true",
+        help="every request a different pod (a label carries the request number), so no answer is replayed: "
+        "v4only's worst case. Without it, each pod repeats with a fresh uid, as replicas of one template do",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
@@ -183,7 +202,7 @@ def main() -> int:
         (directory / "tls.key").write_bytes(pair.key_pem)
         script = directory / "mix.lua"
         script.write_text(LUA)
-        paths = bodies(directory)
+        paths = bodies(directory, distinct=args.distinct)
         sets = {"chronicle": [paths["chronicle"]], "mix": list(paths.values())}
         names = ("v4only", "floor", "v4only-fixed", "v4only-parse") if args.breakdown else ("v4only", "floor")
         servers = {name: start(name, directory / "tls.crt", directory / "tls.key") for name in names}
@@ -215,8 +234,10 @@ def report(
     script: Path,
     args: argparse.Namespace,
 ) -> None:
+    pods = "every pod distinct" if args.distinct else "pods repeat with fresh uids, as replicas do"
     print(
-        f"\n== {set_name} ({', '.join(f.stem for f in files)}), {args.rounds} x {args.duration:.0f}s per cell, medians"
+        f"\n== {set_name} ({', '.join(f.stem for f in files)}; {pods}), {args.rounds} x {args.duration:.0f}s per cell,"
+        " medians"
     )
     print(f"{'conc':>4} {'server':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6} {'cpu us/req':>10}")
     for connections in levels:

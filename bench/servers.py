@@ -82,10 +82,10 @@ def _replace_answer(variant: str, state: ClusterState, settings: Settings) -> No
                                           "spec": {"containers": [{"name": "a", "image": "b"}]}}}}
     fixed = real.answer(orjson.dumps(review))  # an answer of the usual size, computed once
 
-    def fixed_answer(_self: app.AdmissionEndpoint, _body: bytes) -> tuple[int, Any]:
+    def fixed_answer(_self: app.AdmissionEndpoint, _body: bytes) -> tuple[int, bytes]:
         return fixed
 
-    def parse_answer(_self: app.AdmissionEndpoint, body: bytes) -> tuple[int, Any]:
+    def parse_answer(_self: app.AdmissionEndpoint, body: bytes) -> tuple[int, bytes]:
         orjson.loads(body)
         return fixed
 

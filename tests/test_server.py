@@ -56,6 +56,26 @@ def test_chronicle_pod_over_tls_matches_the_golden_response(server: ServerThread
     assert body == expected
 
 
+def test_replicas_in_the_api_servers_compact_form_are_replayed_with_their_own_uid(server: ServerThread) -> None:
+    # Go's encoding/json writes compact JSON: the form the replica cache keys on (webhook/edges/replay.py).
+    request = json.loads((ADMISSION / "chronicle-allowed.request.json").read_text())
+    expected = yaml.safe_load((ADMISSION / "chronicle-allowed.response.yaml").read_text())
+    with server.client() as client:
+        replies = []
+        for uid in ("9f1c0d2e-0000-4000-8000-000000000001", "9f1c0d2e-0000-4000-8000-000000000002"):
+            request["request"]["uid"] = uid
+            replies.append(post(client, json.dumps(request, separators=(",", ":")).encode()))
+        metrics = client.get("/metrics").text
+    for uid, reply in zip(("9f1c0d2e-0000-4000-8000-000000000001", "9f1c0d2e-0000-4000-8000-000000000002"), replies,
+                          strict=True):
+        assert reply.status_code == 200
+        body = reply.json()
+        body["response"]["patch"] = decode_patch(body["response"])
+        assert body == {**expected, "response": {**expected["response"], "uid": uid}}
+    assert "v4only_admission_replayed_total 1.0" in metrics
+    assert 'v4only_admission_requests_total{outcome="mutated"} 2.0' in metrics
+
+
 def test_dry_run_gets_the_same_answer(server: ServerThread) -> None:
     with server.client() as client:
         wet = post(client, admission_review(pod(), uid="a")).json()["response"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -32,7 +32,8 @@ from webhook.core.admission import Review, build_response, parse_review, review_
 from webhook.core.errors import InvalidReview
 from webhook.core.settings import Settings
 from webhook.edges.metrics import Metrics
-from webhook.edges.state import ClusterState
+from webhook.edges.replay import ReplayCache, split_uid
+from webhook.edges.state import ClusterState, View
 
 log = logging.getLogger("webhook.admission")
 
@@ -57,6 +58,7 @@ class Lifecycle:
 class AdmissionEndpoint:
     def __init__(self, *, state: ClusterState, settings: Settings, metrics: Metrics) -> None:
         self.state, self.settings, self.metrics = state, settings, metrics
+        self.replays = ReplayCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -68,22 +70,49 @@ class AdmissionEndpoint:
             self.metrics.outcomes["too_large"].inc()
             await _send_json(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
             return
-        status, payload = self.answer(body)
-        await _send_json(send, status, payload)
+        status, answer = self.answer(body)
+        await _send(send, status, answer)
         self.metrics.latency.observe(time.perf_counter() - started)
 
-    def answer(self, body: bytes) -> tuple[int, Any]:
-        """The HTTP status and JSON payload for one request body."""
+    def answer(self, body: bytes) -> tuple[int, bytes]:
+        """The HTTP status and JSON body answering one request body."""
+        split = split_uid(body)
+        view = self._view()
+        if view is not None:
+            self.replays.rebase(view)
+            if split is not None and (replay := self.replays.get(split[0])) is not None:
+                self.metrics.replayed.inc()
+                self._account(split[1].decode("ascii"), replay.namespace, replay.review)
+                return 200, replay.render(split[1])
+        status, payload, reviewed = self._answer_parsed(body, view)
+        answer = orjson.dumps(payload)
+        if split is not None and reviewed is not None:
+            self.replays.put(split[0], split[1], reviewed[0], reviewed[1], answer)
+        return status, answer
+
+    def _view(self) -> View | None:
+        try:
+            return self.state.view()
+        except Exception:  # reported by _answer_parsed, which asks again inside its guard
+            return None
+
+    def _answer_parsed(
+        self, body: bytes, view: View | None
+    ) -> tuple[int, Any, tuple[Mapping[str, Any], Review] | None]:
+        """Status, payload, and (request, review) when the review can be replayed for the same body."""
         try:
             request = parse_review(_parse_json(body))
         except InvalidReview as error:
             self.metrics.outcomes["invalid"].inc()
-            return 400, {"error": _clip(str(error))}
+            return 400, {"error": _clip(str(error))}, None
         except RecursionError:  # describing a value nested ~1,000 deep (orjson accepts up to 1,024)
             self.metrics.outcomes["invalid"].inc()
-            return 400, {"error": "the body is not an AdmissionReview (a field is nested too deeply)"}
+            return 400, {"error": "the body is not an AdmissionReview (a field is nested too deeply)"}, None
         try:
-            review = self._review(request)
+            view = view or self.state.view()
+            review = review_request(
+                request, namespaces=view.namespaces, capability=view.capability, settings=self.settings
+            )
         except Exception as error:  # never block pod creation because of v4only itself
             log.error(
                 "internal error on admission request uid=%s; admitted unchanged\n%s",
@@ -91,25 +120,19 @@ class AdmissionEndpoint:
                 _redacted_traceback(error),
             )
             self.metrics.outcomes["error"].inc()
-            return 200, build_response(str(request["uid"]), warnings=[INTERNAL_ERROR_WARNING])
-        self._account(request, review)
-        return 200, review.response
+            return 200, build_response(str(request["uid"]), warnings=[INTERNAL_ERROR_WARNING]), None
+        self._account(request.get("uid"), request.get("namespace"), review)
+        return 200, review.response, (request, review)
 
-    def _review(self, request: Any) -> Review:
-        view = self.state.view()
-        return review_request(
-            request, namespaces=view.namespaces, capability=view.capability, settings=self.settings
-        )
-
-    def _account(self, request: Any, review: Review) -> None:
+    def _account(self, uid: Any, namespace: Any, review: Review) -> None:
         self.metrics.outcomes[review.outcome].inc()
         if review.decision is not None and review.decision.remedy is not None:
             self.metrics.remedies[review.decision.remedy].inc()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "uid=%s namespace=%s outcome=%s remedy=%s ops=%d",
-                _safe_uid(request.get("uid")),
-                _safe_uid(request.get("namespace")),
+                _safe_uid(uid),
+                _safe_uid(namespace),
                 review.outcome,
                 review.decision.remedy if review.decision else None,
                 len(review.plan.ops),
@@ -176,7 +199,10 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
 
 
 async def _send_json(send: Send, status: int, payload: Any) -> None:
-    body = orjson.dumps(payload)
+    await _send(send, status, orjson.dumps(payload))
+
+
+async def _send(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",

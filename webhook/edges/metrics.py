@@ -18,6 +18,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.replayed = Counter(
+            "v4only_admission_replayed",
+            "Requests answered from the replica cache: the same bytes as an answered request but for its uid "
+            "(pods of one ReplicaSet or Job created in a burst). Also counted in v4only_admission_requests.",
+            registry=self.registry,
+        )
         self.decisions = Counter(
             "v4only_decisions", "Managed pods by remedy applied.", ["remedy"], registry=self.registry
         )
