@@ -204,7 +204,9 @@ def main() -> int:
         script.write_text(LUA)
         paths = bodies(directory, distinct=args.distinct)
         sets = {"chronicle": [paths["chronicle"]], "mix": list(paths.values())}
-        names = ("v4only", "floor", "v4only-fixed", "v4only-parse") if args.breakdown else ("v4only", "floor")
+        names = ["v4only", "floor"]
+        if args.breakdown:
+            names += ["v4only-fixed", "v4only-parse", "v4only-noreplay"]
         servers = {name: start(name, directory / "tls.crt", directory / "tls.key") for name in names}
         try:
             memory = {name: [rss_mib(p.pid)] for name, (p, _) in servers.items()}
@@ -259,6 +261,7 @@ def report(
             print(
                 f"{'':>4} cpu us/req: floor {floor:.1f} + HTTP edge {edge - floor:.1f}"
                 f" + orjson parse {parse - edge:.1f} + decision, patch and response {real - parse:.1f} = {real:.1f}"
+                f" (without the replica cache: {cells['v4only-noreplay']['cpu_us']:.1f})"
             )
         v, f = cells["v4only"], cells["floor"]
         print(

@@ -6,7 +6,8 @@ that allow the sysctl, so every review takes the full decision-and-patch path.
 fixed allow response with no work at all: the best this stack can do, so the ratio isolates v4only's own cost.
 For `bench/admission.py --breakdown`, two halfway servers: the real app whose `AdmissionEndpoint.answer` is
 replaced by a fixed answer of the same size (`v4only-fixed`: the HTTP edge alone), or by orjson.loads of the
-body and that fixed answer (`v4only-parse`: the edge and the JSON parsing).
+body and that fixed answer (`v4only-parse`: the edge and the JSON parsing), or the real app with the replica
+cache never storing (`v4only-noreplay`: what the cache costs when nothing repeats).
 """
 
 from __future__ import annotations
@@ -89,13 +90,18 @@ def _replace_answer(variant: str, state: ClusterState, settings: Settings) -> No
         orjson.loads(body)
         return fixed
 
+    if variant == "noreplay":
+        from webhook.edges.replay import ReplayCache
+
+        ReplayCache.put = lambda *_args: None  # type: ignore[method-assign]
+        return
     replacement = fixed_answer if variant == "fixed" else parse_answer
     app.AdmissionEndpoint.answer = replacement  # type: ignore[method-assign,assignment]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=("floor", "v4only", "v4only-fixed", "v4only-parse"))
+    parser.add_argument("which", choices=("floor", "v4only", "v4only-fixed", "v4only-parse", "v4only-noreplay"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)

@@ -82,7 +82,7 @@ class AdmissionEndpoint:
             self.replays.rebase(view)
             if split is not None and (replay := self.replays.get(split[0])) is not None:
                 self.metrics.replayed.inc()
-                self._account(split[1].decode("ascii"), replay.namespace, replay.review)
+                self._account(split[1].decode("ascii"), replay.namespace, replay.outcome, replay.remedy, replay.ops)
                 return 200, replay.render(split[1])
         status, payload, reviewed = self._answer_parsed(body, view)
         answer = orjson.dumps(payload)
@@ -121,21 +121,22 @@ class AdmissionEndpoint:
             )
             self.metrics.outcomes["error"].inc()
             return 200, build_response(str(request["uid"]), warnings=[INTERNAL_ERROR_WARNING]), None
-        self._account(request.get("uid"), request.get("namespace"), review)
+        remedy = review.decision.remedy if review.decision is not None else None
+        self._account(request.get("uid"), request.get("namespace"), review.outcome, remedy, len(review.plan.ops))
         return 200, review.response, (request, review)
 
-    def _account(self, uid: Any, namespace: Any, review: Review) -> None:
-        self.metrics.outcomes[review.outcome].inc()
-        if review.decision is not None and review.decision.remedy is not None:
-            self.metrics.remedies[review.decision.remedy].inc()
+    def _account(self, uid: Any, namespace: Any, outcome: str, remedy: str | None, ops: int) -> None:
+        self.metrics.outcomes[outcome].inc()
+        if remedy is not None:
+            self.metrics.remedies[remedy].inc()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "uid=%s namespace=%s outcome=%s remedy=%s ops=%d",
                 _safe_uid(uid),
                 _safe_uid(namespace),
-                review.outcome,
-                review.decision.remedy if review.decision else None,
-                len(review.plan.ops),
+                outcome,
+                remedy,
+                ops,
             )
 
 

@@ -19,9 +19,9 @@ older capability or namespace snapshot are dropped at once.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from webhook.core.admission import Review
 from webhook.edges.state import View
@@ -29,8 +29,8 @@ from webhook.edges.state import View
 _ANCHOR = b'"request":{"uid":"'
 _PLAIN_UID = re.compile(rb"[0-9A-Za-z._:-]{1,128}")
 REPLAY_BODY_LIMIT = 256 * 1024  # the usual pod is 2-40 KB; hashing a larger key stops paying for itself
-REPLAY_ENTRIES = 1024
-REPLAY_BYTES = 16 * 1024 * 1024
+REPLAY_ENTRIES = 256  # bursts hit within a few requests; more entries only cost the misses (GC, cache lines)
+REPLAY_BYTES = 8 * 1024 * 1024
 
 
 def split_uid(body: bytes) -> tuple[bytes, bytes] | None:
@@ -45,13 +45,16 @@ def split_uid(body: bytes) -> tuple[bytes, bytes] | None:
     return body[:start] + body[end:], body[start:end]
 
 
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """A stored answer: the response's bytes around the uid, and the review it came from (for metrics)."""
+class Replay(NamedTuple):
+    """A stored answer: the response's bytes around the uid, and what the edge counts and logs about it.
+    No reference to the parsed request or the Review: a thousand held pods would only feed the garbage
+    collector (measured: ~3 us more per request with the whole Review kept)."""
 
     before_uid: bytes
     after_uid: bytes
-    review: Review
+    outcome: str
+    remedy: str | None
+    ops: int
     namespace: str
 
     def render(self, uid: bytes) -> bytes:
@@ -67,7 +70,8 @@ class ReplayCache:
 
     def __init__(self, *, max_entries: int = REPLAY_ENTRIES, max_bytes: int = REPLAY_BYTES) -> None:
         self._max_entries, self._max_bytes = max_entries, max_bytes
-        self._entries: dict[bytes, Replay] = {}
+        # OrderedDict: dropping the oldest is O(1); a plain dict's iterator walks the holes its deletions left.
+        self._entries: OrderedDict[bytes, Replay] = OrderedDict()
         self._bytes = 0
         self._basis: tuple[object, object] = (None, None)
 
@@ -101,17 +105,17 @@ class ReplayCache:
         uid_at = at + len(marker) - 1 - len(uid)
         namespace = request.get("namespace")
         namespace = namespace if isinstance(namespace, str) else ""
-        replay = Replay(answer[:uid_at], answer[uid_at + len(uid) :], review, namespace)
+        remedy = review.decision.remedy if review.decision is not None else None
+        replay = Replay(
+            answer[:uid_at], answer[uid_at + len(uid) :], review.outcome, remedy, len(review.plan.ops), namespace
+        )
         size = len(key) + replay.size
         if size > self._max_bytes:
             return
-        if key in self._entries:
-            self._forget(key)
+        if (old := self._entries.pop(key, None)) is not None:
+            self._bytes -= len(key) + old.size
         while self._entries and (len(self._entries) >= self._max_entries or self._bytes + size > self._max_bytes):
-            self._forget(next(iter(self._entries)))
+            oldest, dropped = self._entries.popitem(last=False)
+            self._bytes -= len(oldest) + dropped.size
         self._entries[key] = replay
         self._bytes += size
-
-    def _forget(self, key: bytes) -> None:
-        replay = self._entries.pop(key)
-        self._bytes -= len(key) + replay.size
