@@ -1,11 +1,13 @@
 """Admission benchmark: v4only against a floor server, over TLS on loopback, driven by wrk.
 
-    .venv/bin/python bench/admission.py [--duration 5] [--rounds 3] [--levels 1,16,64] [--breakdown]
+    .venv/bin/python bench/admission.py [--duration 5] [--rounds 3] [--levels 1,16,64] [--breakdown] [--distinct]
 
 Both servers run as separate processes pinned to CPU 0, wrk to CPU 1 (when the machine has two), so
 they do not steal from each other. Each level runs `rounds` times per server, alternating between the two;
 the medians are printed, and the load average before and after (other processes make the figures noisy).
-Bodies: the Chronicle pod (as its ReplicaSet creates it), a small pod and a 40-container pod, mixed.
+Bodies: the Chronicle pod (as its ReplicaSet creates it), a small pod and a 40-container pod, mixed, written
+compactly as the API server does, each request with a fresh uid. By default each pod repeats, as replicas of
+one template do (v4only replays the answer: edges/replay.py); with --distinct every request is a new pod.
 Prints requests/s, median and p99 latency, the server's CPU time per request (user + system, from /proc:
 what other processes on the machine barely disturb), the v4only/floor ratios (for CPU: floor/v4only, the
 throughput ratio a CPU-bound server reaches), and each server's resident memory before and after.
