@@ -15,6 +15,7 @@ import httpx
 from webhook.core import certs
 from webhook.core.settings import Settings
 from webhook.edges.metrics import Metrics
+from webhook.edges.read_deadline import READ_DEADLINE_SECONDS
 from webhook.edges.serve import ServeOptions, _watch_tls, build_server
 from webhook.edges.state import ClusterState
 
@@ -58,10 +59,12 @@ def write_serving(directory: Path, ca: certs.KeyPair) -> certs.KeyPair:
 
 class ServerThread:
     def __init__(self, tls: TLSFiles, *, state: ClusterState, settings: Settings | None = None,
-                 reload_interval: float = 0.1, drain_seconds: float = 0.0) -> None:
+                 reload_interval: float = 0.1, drain_seconds: float = 0.0,
+                 read_deadline: float = READ_DEADLINE_SECONDS) -> None:
         self.options = ServeOptions(host="127.0.0.1", port=0, cert_file=str(tls.cert_file),
                                     key_file=str(tls.key_file), settings=settings or Settings(), state=state,
-                                    drain_seconds=drain_seconds, reload_interval=reload_interval)
+                                    drain_seconds=drain_seconds, reload_interval=reload_interval,
+                                    read_deadline_seconds=read_deadline)
         self.metrics = Metrics()
         self.tls_files = tls
         self.server, self.tls = build_server(self.options, metrics=self.metrics)

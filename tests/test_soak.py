@@ -132,3 +132,7 @@ def test_soak_100k_reviews_with_the_capability_changing_underneath(tmp_path: Pat
     mutated = next(line for line in metrics.splitlines()
                    if line.startswith('v4only_admission_requests_total{outcome="mutated"}'))
     assert float(mutated.split()[-1]) == TOTAL + WARM_UP * warmed
+    # The three pods repeat with fresh uids, so replicas are replayed between flips (and never across one:
+    # tests/test_replay.py); every replayed answer above passed the same uid and patch checks.
+    replayed = next(line for line in metrics.splitlines() if line.startswith("v4only_admission_replayed_total"))
+    assert float(replayed.split()[-1]) > 0, replayed

@@ -32,6 +32,7 @@ from webhook.core.capability import Capability
 from webhook.core.settings import Settings
 from webhook.edges.app import Lifecycle, create_app
 from webhook.edges.metrics import Metrics
+from webhook.edges.read_deadline import READ_DEADLINE_SECONDS, with_read_deadline
 from webhook.edges.reconciler import start_reconciler
 from webhook.edges.review_cmd import parse_labels
 from webhook.edges.state import ClusterState, UniformNamespaces
@@ -62,9 +63,7 @@ def register(subparsers: Any) -> None:
         default="allowed",
         help="with --dev: the static node capability (default allowed)",
     )
-    parser.add_argument(
-        "--namespace-labels", help="with --dev: labels every namespace is taken to have (k=v,...)"
-    )
+    parser.add_argument("--namespace-labels", help="with --dev: labels every namespace is taken to have (k=v,...)")
     parser.add_argument("--kubeconfig", help="kubeconfig for the capability tracker (default: in-cluster)")
     parser.add_argument("--context", help="kubeconfig context")
     parser.add_argument(
@@ -93,6 +92,7 @@ class ServeOptions:
     state: ClusterState
     drain_seconds: float = 5.0
     reload_interval: float = 1.0
+    read_deadline_seconds: float = READ_DEADLINE_SECONDS  # a request not fully read by then: connection closed
     # Started with the server, each returning its stop function (the capability tracker, the reconciler).
     background: list[Callable[[], Callable[[], None]]] = field(default_factory=list)
 
@@ -205,14 +205,17 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def uvicorn_config(app: Any, *, host: str, port: int, tls: ReloadingTLS) -> uvicorn.Config:
+def uvicorn_config(
+    app: Any, *, host: str, port: int, tls: ReloadingTLS, read_deadline: float = READ_DEADLINE_SECONDS
+) -> uvicorn.Config:
     """How v4only runs uvicorn; `bench/servers.py` gives its floor server the very same settings."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         ssl_context_factory=lambda _config, _default: tls.context,
-        http="httptools",  # what "auto" picks when installed; said outright so a missing one fails loudly
+        # httptools (what "auto" picks), with a deadline for reading each request: edges/read_deadline.py.
+        http=with_read_deadline(read_deadline),
         ws="none",  # no WebSocket upgrade: nothing but the documented paths is served
         interface="asgi3",
         lifespan="off",
@@ -231,7 +234,9 @@ def build_server(options: ServeOptions, *, metrics: Metrics | None = None) -> tu
     lifecycle = Lifecycle()
     tls = ReloadingTLS(options.cert_file, options.key_file)
     app = create_app(state=options.state, settings=options.settings, metrics=metrics, lifecycle=lifecycle)
-    config = uvicorn_config(app, host=options.host, port=options.port, tls=tls)
+    config = uvicorn_config(
+        app, host=options.host, port=options.port, tls=tls, read_deadline=options.read_deadline_seconds
+    )
     server = _Server(config, lifecycle=lifecycle, drain_seconds=options.drain_seconds)
     return server, tls
 
