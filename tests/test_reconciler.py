@@ -94,6 +94,8 @@ def test_a_namespace_that_gains_the_label_is_restarted(kube: FakeKube, tmp_path:
         _label_namespace(kube, "team")
         sc.wait_until(lambda: _restarted(kube, "web") and _restarted(kube, "api"), what="both restarted")
         sc.wait_until(lambda: len(_events(kube)) == 2, what="an Event on each")
+        # A rollout is counted once its patch and Event are sent: the Event may be seen a moment before.
+        sc.wait_until(lambda: handle.stats["rollouts"] >= 2, what="both rollouts counted")
         assert handle.stats["namespaces_opted_in"] == 1 and handle.stats["rollouts"] == 2
     assert not _restarted(kube, "done")
     events = _events(kube)
@@ -133,6 +135,8 @@ def test_a_storm_is_rescued_continuously(kube: FakeKube, tmp_path: Path) -> None
         sc.wait_until(lambda: _restarted(kube, "app"), what="the Deployment restarted")
         # Ten a pass, until only the newest failed pod on each node is left (the tracker's evidence).
         sc.wait_until(lambda: len(kube.list_objects("Pod", "team")) == 2, what="the storm cleaned up")
+        # The pass counts its deletions once it has made them all: the fake may be empty a moment before.
+        sc.wait_until(lambda: handle.stats["pods_deleted"] >= 38, what="the deletions counted")
         assert handle.stats["rollouts"] == 1 and handle.stats["pods_deleted"] == 38
         # More failed pods of the old ReplicaSet while the rollout runs: deleted, no second restart.
         for i in range(40, 45):
