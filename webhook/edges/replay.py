@@ -10,10 +10,13 @@ settings have not changed.
 The key is the body with the uid's characters cut out. The API server writes the AdmissionReview with Go's
 encoding/json, TypeMeta first, then `"request":{"uid":"...` (admission/v1 types.go field order), so the
 first such anchor is the request uid. An answer is stored only when parsing confirmed that the cut-out
-characters were the request uid; any later body with the same key has the same bytes everywhere else, so it
-is the same request with another uid. A body that does not fit the pattern (no anchor, an escaped or unusual
-uid, a body over REPLAY_BODY_LIMIT) takes the full path. Bounded in entries and bytes; entries from an
-older capability or namespace snapshot are dropped at once.
+characters equal the request uid. A later body with the same key has the same bytes everywhere else: if it
+is in the API server's form (one `request`, its uid first), so was the stored one, and it is the same
+request with another uid. Only a crafted body (two `request` keys, say) can be answered wrongly, and only
+by sharing its key with another crafted body: it can never poison the answer to a real one. A body that does
+not fit the pattern (no anchor, an escaped or unusual uid, a body over REPLAY_BODY_LIMIT) takes the full
+path. Bounded in entries and bytes; entries from an older capability or namespace snapshot are dropped at
+once.
 """
 
 from __future__ import annotations
