@@ -160,6 +160,7 @@ def test_one_replica_acts(kube: FakeKube, tmp_path: Path) -> None:
         _label_namespace(kube, "team")
         sc.wait_until(lambda: _restarted(kube, "web"), what="the restart")
         sc.wait_until(lambda: len(_events(kube)) == 1, what="its Event")
+        sc.wait_until(lambda: first.stats["rollouts"] + second.stats["rollouts"] >= 1, what="the rollout counted")
         assert first.stats["rollouts"] + second.stats["rollouts"] == 1
         leader = "replica-a" if first.leading else "replica-b"
         assert _events(kube)[0]["reportingInstance"] == leader
