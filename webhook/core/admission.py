@@ -34,6 +34,10 @@ class Review:
     decision: Decision | None = None
     plan: Plan = field(default_factory=lambda: Plan(()))
 
+    @property
+    def remedy(self) -> str | None:
+        return self.decision.remedy if self.decision is not None else None
+
 
 def parse_review(body: Any) -> Mapping[str, Any]:
     """The `request` of an AdmissionReview v1, or InvalidReview saying what is wrong."""

@@ -81,6 +81,10 @@ class WorkloadPlan:
     waitable: bool = False  # the patch starts a rollout whose progress can be followed
 
     @property
+    def remedy(self) -> str | None:
+        return self.decision.remedy if self.decision is not None else None
+
+    @property
     def action(self) -> str:
         """restart | patch | recreate | delete-pods | "" (nothing to send)."""
         if self.recreate:
@@ -204,7 +208,7 @@ def _plan_restart(
     restarted_at: str,
     recreate_pods: bool,
 ) -> WorkloadPlan:
-    remedy = plan.decision.remedy if plan.decision is not None else None
+    remedy = plan.remedy
     if stale is None:
         if not substantive(plan.template_ops, pointer):
             return _with(plan, outcome="unchanged", reason=f"the pod template already has it ({plan.reason})")
@@ -231,7 +235,7 @@ def _plan_restart(
 
 
 def _plan_pod(plan: WorkloadPlan, pod: Mapping[str, Any], *, in_line: bool, recreate_pods: bool) -> WorkloadPlan:
-    remedy = plan.decision.remedy if plan.decision is not None else None
+    remedy = plan.remedy
     if not counts_for_restart(pod):
         return _skip(plan, "other", "the pod has ended")
     if in_line:

@@ -83,7 +83,7 @@ class AdmissionEndpoint:
             self.replays.rebase(view)
             if split is not None and (replay := self.replays.get(split[0])) is not None:
                 self.metrics.replayed.inc()
-                self._account(split[1].decode("ascii"), replay.namespace, replay.outcome, replay.remedy, replay.ops)
+                self._account(split[1], replay.namespace, replay.outcome, replay.remedy, replay.ops)
                 return 200, replay.render(split[1])
         status, payload, reviewed = self._answer_parsed(body, view)
         answer = orjson.dumps(payload)
@@ -122,8 +122,7 @@ class AdmissionEndpoint:
             )
             self.metrics.outcomes["error"].inc()
             return 200, build_response(str(request["uid"]), warnings=[INTERNAL_ERROR_WARNING]), None
-        remedy = review.decision.remedy if review.decision is not None else None
-        self._account(request.get("uid"), request.get("namespace"), review.outcome, remedy, len(review.plan.ops))
+        self._account(request.get("uid"), request.get("namespace"), review.outcome, review.remedy, len(review.plan.ops))
         return 200, review.response, (request, review)
 
     def _account(self, uid: Any, namespace: Any, outcome: str, remedy: str | None, ops: int) -> None:
@@ -158,6 +157,8 @@ _UID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 
 def _safe_uid(value: Any) -> str:
     """An identifier from the request, fit for a log line: at most 64 plain characters, nothing else."""
+    if isinstance(value, bytes):  # a replayed request's uid, as cut from the body (plain ASCII: replay.py)
+        value = value.decode("ascii", "replace")
     if not isinstance(value, str):
         return f"({type(value).__name__})"
     shown = "".join(c if c in _UID_CHARS else "?" for c in value[:64])

@@ -323,7 +323,7 @@ def render_json(entries: Sequence[Entry], args: argparse.Namespace) -> str:
         item: dict[str, Any] = {
             "kind": plan.kind, "namespace": plan.namespace, "name": plan.name, "outcome": plan.outcome,
             "result": _result_text(entry, args.dry_run), "reason": plan.reason,
-            "remedy": plan.decision.remedy if plan.decision is not None else None,
+            "remedy": plan.remedy,
             "action": plan.action or None, "gitops": plan.gitops, "notes": list(plan.notes),
             "patch": list(plan.patch),
         }

@@ -108,9 +108,8 @@ class ReplayCache:
         uid_at = at + len(marker) - 1 - len(uid)
         namespace = request.get("namespace")
         namespace = namespace if isinstance(namespace, str) else ""
-        remedy = review.decision.remedy if review.decision is not None else None
         replay = Replay(
-            answer[:uid_at], answer[uid_at + len(uid) :], review.outcome, remedy, len(review.plan.ops), namespace
+            answer[:uid_at], answer[uid_at + len(uid) :], review.outcome, review.remedy, len(review.plan.ops), namespace
         )
         size = len(key) + replay.size
         if size > self._max_bytes:
