@@ -1,9 +1,20 @@
 # The two commands a newcomer needs: `make serve` (the webhook, no cluster) and `make test` (everything CI runs).
+# `make image` builds the container image the manifests name (README, "Get the image into your cluster").
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test bench
+# The manifests name exactly this (tests/test_manifests.py holds them, and pyproject's version, to it).
+# Unqualified on purpose: an archive tagged v4only:X imports into containerd as docker.io/library/v4only:X,
+# which is what the kubelet looks for when a pod names v4only:X.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+IMAGE := v4only:$(VERSION)
+ARCHIVE := dist/v4only-$(VERSION).tar
+# Overrides: ENGINE=docker|podman|buildah; PYTHON_IMAGE=a base of your own (a mirror, a digest).
+ENGINE ?=
+PYTHON_IMAGE ?=
+
+.PHONY: serve test bench image
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,3 +32,22 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/admission.py
+
+# The archive carries one tag, which containerd (MicroK8s, k3s, kind) stores as docker.io/library/v4only:X:
+# docker save writes v4only:X. podman and buildah name a local build localhost/v4only:X and would write that
+# name too, so they also tag docker.io/library/v4only:X and push that to the archive.
+image:
+	@engine='$(ENGINE)'; \
+	if [ -z "$$engine" ]; then \
+		if docker info >/dev/null 2>&1; then engine=docker; \
+		elif command -v podman >/dev/null; then engine=podman; \
+		elif command -v buildah >/dev/null; then engine=buildah; \
+		else echo "make image: no container engine found: install docker (with its daemon running), podman or buildah" >&2; exit 1; fi; \
+	fi; \
+	set -ex; \
+	$$engine build -t $(IMAGE) $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) .; \
+	mkdir -p $(dir $(ARCHIVE)); rm -f $(ARCHIVE); \
+	if [ $$engine = docker ]; then docker save -o $(ARCHIVE) $(IMAGE); \
+	else $$engine tag $(IMAGE) docker.io/library/$(IMAGE); \
+		$$engine push docker.io/library/$(IMAGE) docker-archive:$(ARCHIVE):$(IMAGE); fi
+	@echo "image $(IMAGE): $(ARCHIVE)"

@@ -16,6 +16,7 @@ import copy
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from webhook import __version__
 from webhook.adapters.files import load_settings
 from webhook.core.certs import service_dns_names
 from webhook.edges import certs_cmd
@@ -451,13 +453,54 @@ def test_pods_are_locked_down(base: dict[tuple[str, str], dict[str, Any]], kind:
     assert not spec.get("hostNetwork") and not spec.get("hostPID")
 
 
-def test_one_image_everywhere(base: dict[tuple[str, str], dict[str, Any]]) -> None:
-    images = {
-        c["image"]
-        for kind, name in (("Deployment", "v4only"), ("CronJob", "v4only-certs"), ("Job", "v4only-certs-init"))
-        for c in pod_spec(base, kind, name)["containers"]
-    }
-    assert len(images) == 1
+def images_in(node: Any) -> list[str]:
+    """Every `image:` value in a document, inline kustomize patches included."""
+    if isinstance(node, list):
+        return [image for item in node for image in images_in(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node["image"]] if isinstance(node.get("image"), str) else []
+    for key, value in node.items():
+        if key == "patch" and isinstance(value, str):
+            found += images_in([doc for doc in yaml.safe_load_all(value) if doc])
+        else:
+            found += images_in(value)
+    return found
+
+
+def make_image_commands() -> str:
+    """The commands `make image` would run (make -n prints them without running anything)."""
+    assert shutil.which("make"), "make is needed (.ci/run installs it)"
+    run = subprocess.run(["make", "-n", "--no-print-directory", "image", "ENGINE=buildah"], cwd=ROOT,
+                         capture_output=True, text=True, check=True, timeout=30)
+    return run.stdout
+
+
+def test_one_image_everywhere_and_it_is_what_make_image_tags(
+    base: dict[tuple[str, str], dict[str, Any]], cert_manager: dict[tuple[str, str], dict[str, Any]]
+) -> None:
+    """The Deployment, the certs Job and CronJob, the overlays and `make image` name one image: v4only:VERSION,
+    VERSION being the package's. A local import of the archive then satisfies every pod (IfNotPresent)."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert version == __version__, "pyproject.toml and webhook/__init__.py disagree on the version"
+    expected = f"v4only:{version}"
+    everywhere = {image for path in yaml_files() for doc in documents(path) for image in images_in(doc)}
+    assert everywhere == {expected}
+    for path in yaml_files():
+        if path.name == "kustomization.yaml":
+            assert "images" not in documents(path)[0], f"{path}: an images: override would bypass the one image"
+    for rendered in (base, cert_manager):
+        pods = [o for o in rendered.values() if o["kind"] in {"Deployment", "Job", "CronJob"}]
+        assert pods
+        for obj in pods:
+            spec = pod_spec(rendered, obj["kind"], obj["metadata"]["name"])
+            for container in spec["containers"] + spec.get("initContainers", []):
+                assert (container["image"], container["imagePullPolicy"]) == (expected, "IfNotPresent")
+    commands = make_image_commands()
+    assert re.findall(r"\$engine build -t (\S+) ", commands) == [expected]
+    assert re.findall(r"docker save -o \S+ (\S+);", commands) == [expected]
+    # podman/buildah: the archive's one tag, pushed from the name containerd will give it.
+    assert re.findall(r"push (\S+) docker-archive:\S+?:(\S+);", commands) == [(f"docker.io/library/{expected}", expected)]
 
 
 def test_pdb_and_service(base: dict[tuple[str, str], dict[str, Any]]) -> None:
