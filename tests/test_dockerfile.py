@@ -1,23 +1,13 @@
-"""The Dockerfile's build stage, replayed without a container engine.
+"""The Dockerfile and its build context, read as text: the shape every image build relies on.
 
-The build stage's COPY and RUN instructions are read from the Dockerfile itself and run, in order, in a fresh
-venv standing in for /opt/v4only: `pip install --no-deps -r requirements.lock`, then `pip install --no-deps .`,
-`pip check` and `v4only --help`. So a lock that misses a transitive dependency, or a module that imports a
-package the lock lacks, fails here and not in a cluster. It needs the package index pip is configured with;
-a missing requirements.lock fails (it is never skipped). Takes about a minute.
+The build itself (buildah, through `make image`) and the image it makes, run as the manifests run it, are
+tests/test_image.py: it replaced the replay of the build stage's RUN steps in a venv that used to live here.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -76,7 +66,9 @@ def test_dockerfile_shape() -> None:
     code_copy = next(i for i, s in enumerate(steps) if s.startswith("COPY webhook"))
     assert lock_install < code_copy
     assert "--no-deps" in steps[lock_install]
-    assert any(s.startswith("RUN pip install --no-deps .") for s in steps[code_copy:])
+    assert any(re.match(r"RUN pip install --no-deps( --no-compile)? \. ", s) for s in steps[code_copy:])
+    # Nothing installs at run time, and the final stage copies the venv as the build left it.
+    assert "pip uninstall --yes pip setuptools" in steps[-1]
     assert ("ENV", "PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1") in [
         (w, " ".join(r.split())) for w, r in build
     ]
@@ -87,67 +79,3 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert lines[0] == "*"
     copied = {"requirements.lock", "pyproject.toml", "README.md", "webhook/"}
     assert {line[1:] for line in lines if line.startswith("!")} == copied
-
-
-@pytest.mark.timeout(900)
-def test_build_stage_installs_and_runs(tmp_path: Path) -> None:
-    assert (ROOT / "requirements.lock").is_file(), "requirements.lock is missing: the image cannot be built"
-    context = tmp_path / "src"
-    context.mkdir()
-    venv = tmp_path / "venv"
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}}
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    ran: list[str] = []
-    for word, rest in build_stage(DOCKERFILE.read_text())[1:]:
-        if word == "ENV":
-            for part in shlex.split(rest.replace(VENV_IN_IMAGE, str(venv))):
-                name, value = part.split("=", 1)
-                env[name] = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m[1], ""), value)
-        elif word == "COPY":
-            *sources, destination = shlex.split(rest)
-            assert not any(s.startswith("--") for s in sources), rest
-            target = context / destination
-            for source in sources:
-                origin = ROOT / source
-                assert origin.exists(), f"COPY {source}: missing from the repository"
-                if origin.is_dir():
-                    shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    target.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(origin, target / origin.name)
-        elif word == "RUN":
-            command = rest.replace(VENV_IN_IMAGE, str(venv))
-            if command.startswith("python -m venv"):
-                command = command.replace("python", shlex.quote(sys.executable), 1)
-            result = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", command],
-                cwd=context,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=600,
-            )
-            assert result.returncode == 0, f"RUN {rest}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-            ran.append(command)
-        elif word not in {"WORKDIR", "ARG", "LABEL"}:
-            raise AssertionError(f"the build stage uses {word}, which this test does not replay")
-    assert any("-r requirements.lock" in command for command in ran)
-
-    # The installed package (not this checkout) answers, and every module imports with only the lock installed.
-    help_run = subprocess.run(
-        [str(venv / "bin" / "v4only"), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
-    )
-    assert help_run.returncode == 0, help_run.stderr
-    assert "usage: v4only" in help_run.stdout
-    probe = (
-        "import importlib, pkgutil, webhook, sys\n"
-        "assert webhook.__file__.startswith(sys.prefix), webhook.__file__\n"
-        "for m in pkgutil.walk_packages(webhook.__path__, 'webhook.'):\n"
-        "    if not m.name.endswith('.__main__'):\n"
-        "        importlib.import_module(m.name)\n"
-    )
-    imports = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
-    )
-    assert imports.returncode == 0, imports.stderr
