@@ -120,14 +120,16 @@ class Recipe:
         conf = work / "pip.conf"
         conf.write_text(self.pip_conf)
         command = [
-            "mmdebstrap", "--variant=minbase", "--format=tar", "--include=" + ",".join(PACKAGES), f"--hook-dir={MERGED_USR_HOOKS}",
+            "mmdebstrap", "--variant=minbase", "--format=tar", "--include=" + ",".join(PACKAGES),
+            f"--hook-dir={MERGED_USR_HOOKS}",
             *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
             f"--customize-hook=upload {conf} /etc/pip.conf",
         ]
         if self.bundle is not None:
             command.append(f"--customize-hook=upload {self.bundle} {CA_BUNDLE_IN_BASE}")
         command += ["bookworm", str(tarball), *map(str, self.sources)]
-        run = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600, stdin=subprocess.DEVNULL)
+        run = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+                             timeout=600)
         assert run.returncode == 0, f"mmdebstrap failed\n{run.stderr[-4000:]}"
 
 

@@ -46,8 +46,8 @@ BASE = ROOT / "manifests" / "base"
 NAMESPACE = "v4only-system"
 SERVICE_DNS = f"v4only.{NAMESPACE}.svc"  # the name the API server dials (clientConfig.service)
 VENV = "opt/v4only"
-# What v4only adds to its base (the venv layer): 104 MB measured; the ceiling catches a dependency or a build
-# step that brings back what was dropped (pip, kubernetes/aio, bytecode for everything: +40 MB).
+# What v4only adds to its base (the venv layer): 105 MB (100 MiB) measured. The ceiling catches a dependency
+# or a build step bringing back what was dropped (pip, kubernetes/aio, bytecode for everything: +40 MB).
 VENV_LAYER_CEILING = 125 * 2**20
 
 
@@ -295,7 +295,8 @@ def test_certs_job_then_deployment_serve_mutations_over_tls(image: Image, tmp_pa
             assert mount["mountPath"] == "/tmp" and "emptyDir" in volumes["tmp"]  # the runner's tmpfs
         else:
             mounts.append(Mount(sources[mount["name"]], mount["mountPath"], mount.get("readOnly", False)))
-    env = {e["name"]: NAMESPACE for e in webhook["env"] if e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"}
+    env = {e["name"]: NAMESPACE for e in webhook["env"]
+           if e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"}
     assert set(env) == {e["name"] for e in webhook["env"]}, "every env var of the Deployment is set here"
     port = free_port()
     args = [*webhook["args"], *with_kube, "--host", "127.0.0.1", "--port", str(port)]
