@@ -44,7 +44,9 @@ def ensure_tools() -> None:
         return
     assert os.geteuid() == 0, f"the image test needs {', '.join(missing)}: apt-get install {' '.join(missing)}"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *TOOLS]):
+    wait_for_lock = ["-o", "DPkg::Lock::Timeout=300"]  # another engineer's apt-get may hold it
+    install = ["apt-get", *wait_for_lock, "install", "-y", "-q", "--no-install-recommends", *TOOLS]
+    for command in (["apt-get", "update", "-q"], install):
         run = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=600)
         assert run.returncode == 0, f"{' '.join(command)}\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
 
