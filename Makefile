@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make serve` (the webhook, no cluster) and `make test` (everything CI runs).
 # `make image` builds the container image the manifests name (README, "Get the image into your cluster").
+# `make lab` runs the remedy lab alone and prints the matrix it measured (README, "Which remedy cures what").
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -14,7 +15,7 @@ ARCHIVE := dist/v4only-$(VERSION).tar
 ENGINE ?=
 PYTHON_IMAGE ?=
 
-.PHONY: serve test bench image
+.PHONY: serve test bench image lab
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +30,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy webhook
 	$(BIN)/pytest
+
+# root: the lab makes network namespaces (make test runs it too)
+lab: $(STAMP)
+	$(BIN)/pytest -q -m lab tests/lab
 
 bench: $(STAMP)
 	$(BIN)/python bench/admission.py
