@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from tests.lab import netns
 from tests.lab.tools import INDEX_WHEELS, LAB_PATH, Tools, sha256
@@ -69,7 +69,57 @@ def kubelet_resolv_conf(search: Sequence[str], nameservers: Sequence[str] = (ROU
     return "\n".join(lines) + "\n"
 
 
-NODE_RESOLV_CONF = kubelet_resolv_conf([*cluster_search(), TRAP_DOMAIN])  # F1: the trap after the cluster's
+@dataclass(frozen=True)
+class NodeDns:
+    """What the kubelet knows on the lab's node: its clusterDNS/clusterDomain and the node's own resolv.conf."""
+
+    cluster_dns: tuple[str, ...] = (ROUTER_IP,)
+    cluster_domain: str = CLUSTER_DOMAIN
+    nameservers: tuple[str, ...] = (ROUTER_IP,)
+    search: tuple[str, ...] = (TRAP_DOMAIN,)  # F1: the node's DHCP/VPN search domain is the trap
+    options: tuple[str, ...] = ()
+
+
+MAX_NAMESERVERS, MAX_SEARCHES, MAX_SEARCH_CHARS = 3, 32, 2048  # core/v1 validation limits (1.33)
+
+
+def pod_resolv_conf(spec: Mapping[str, Any], namespace: str = POD_NAMESPACE, node: NodeDns = NodeDns()) -> str:
+    """The resolv.conf the kubelet writes for a pod spec's dnsPolicy/dnsConfig (kubelet's GetPodDNS in
+    pkg/kubelet/network/dns/dns.go): ClusterFirst = the cluster DNS, `<ns>.svc.<domain> svc.<domain>
+    <domain>` then the node's search domains, `ndots:5`; Default (and ClusterFirst with hostNetwork) = the
+    node's own file; None = nothing; then dnsConfig appended (duplicates dropped, options by name
+    overriding), cut to the limits. Option order is kept as given (the kubelet's comes from a Go map)."""
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    host_network = bool(spec.get("hostNetwork"))
+    if policy == "None":
+        servers: list[str] = []
+        searches: list[str] = []
+        options: list[str] = []
+    elif policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not host_network):
+        servers = list(node.cluster_dns)
+        searches = _unique([*cluster_search(namespace, node.cluster_domain), *node.search])
+        options = ["ndots:5"]
+    else:  # Default, or ClusterFirst on the host network
+        servers, searches, options = list(node.nameservers), list(node.search), list(node.options)
+    config = spec.get("dnsConfig") or {}
+    servers = _unique([*servers, *config.get("nameservers", [])])[:MAX_NAMESERVERS]
+    searches = _unique([*searches, *config.get("searches", [])])[:MAX_SEARCHES]
+    while searches and len(" ".join(searches)) > MAX_SEARCH_CHARS:
+        searches.pop()
+    merged = dict(option.partition(":")[::2] for option in options)
+    merged.update({o["name"]: str(o.get("value") or "") for o in config.get("options", [])})
+    lines = [f"search {' '.join(searches)}"] if searches else []
+    lines += [f"nameserver {server}" for server in servers]
+    if merged:
+        lines.append("options " + " ".join(f"{k}:{v}" if v else k for k, v in merged.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+NODE_RESOLV_CONF = pod_resolv_conf({})  # a ClusterFirst pod on the lab's node: the trap after the cluster's
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from tests.lab import chronicle
 from tests.lab.chronicle import Image
@@ -27,7 +28,6 @@ from tests.lab.harness import (
     INDEX_HOST,
     INDEX_PORT,
     INDEX_URL,
-    NODE_RESOLV_CONF,
     ROUTER_IP,
     SERVICE,
     TRAP_DOMAIN,
@@ -35,7 +35,7 @@ from tests.lab.harness import (
     Lab,
     Ran,
     cluster_search,
-    kubelet_resolv_conf,
+    pod_resolv_conf,
 )
 from tests.lab.tools import Tools
 
@@ -55,19 +55,24 @@ PYTHON_CONNECT = (
 
 
 class Resolv(Enum):
-    """The pod's resolv.conf: the kubelet's for a ClusterFirst pod on a node with the trap domain, and the two
-    DNS remedies (remedy-lab.md, "The cost of each DNS remedy")."""
+    """The pod's DNS settings, written as the kubelet writes them (harness.pod_resolv_conf) on a node whose
+    search list ends in the trap domain: the plain ClusterFirst pod and the two DNS remedies
+    (remedy-lab.md, "The cost of each DNS remedy"; product.md, the dns remedy)."""
 
     NODE = "ClusterFirst, ndots:5"
     NDOTS_1 = "dnsConfig ndots:1"
     CLUSTER_ONLY = "cluster-only search list, ndots:5"
 
-    def text(self) -> str:
+    def pod_spec(self) -> dict[str, Any]:
         if self is Resolv.NODE:
-            return NODE_RESOLV_CONF
+            return {"dnsPolicy": "ClusterFirst"}
         if self is Resolv.NDOTS_1:
-            return kubelet_resolv_conf([*cluster_search(), TRAP_DOMAIN], ndots=1)
-        return kubelet_resolv_conf(cluster_search())
+            return {"dnsPolicy": "ClusterFirst", "dnsConfig": {"options": [{"name": "ndots", "value": "1"}]}}
+        return {"dnsPolicy": "None", "dnsConfig": {"nameservers": [ROUTER_IP], "searches": cluster_search(),
+                                                   "options": [{"name": "ndots", "value": "5"}]}}
+
+    def text(self) -> str:
+        return pod_resolv_conf(self.pod_spec())
 
 
 class Client(Enum):

@@ -24,8 +24,10 @@ from tests.lab.harness import (
     DnsBehaviour,
     DnsQuery,
     Lab,
+    NodeDns,
     cluster_search,
     kubelet_resolv_conf,
+    pod_resolv_conf,
 )
 from tests.lab.tools import Tools
 
@@ -190,3 +192,25 @@ def test_sysctl_applies_in_the_pod_only(lab: Lab) -> None:
 def test_a_hang_is_bounded_and_reported(lab: Lab) -> None:
     ran = lab.run(["sleep", "30"], timeout=0.5)
     assert ran.timed_out and ran.returncode is None and 0.5 <= ran.seconds < 5
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ({}, "search default.svc.cluster.local svc.cluster.local cluster.local corp.example\n"
+         "nameserver 192.0.2.1\noptions ndots:5\n"),
+    ({"dnsPolicy": "ClusterFirst", "dnsConfig": {"options": [{"name": "ndots", "value": "1"}, {"name": "edns0"}],
+                                                 "searches": ["corp.example", "extra.test"]}},
+     "search default.svc.cluster.local svc.cluster.local cluster.local corp.example extra.test\n"
+     "nameserver 192.0.2.1\noptions ndots:1 edns0\n"),
+    ({"dnsPolicy": "None", "dnsConfig": {"nameservers": ["192.0.2.1"], "searches": ["default.svc.cluster.local"]}},
+     "search default.svc.cluster.local\nnameserver 192.0.2.1\n"),
+    ({"dnsPolicy": "ClusterFirst", "hostNetwork": True}, "search corp.example\nnameserver 198.51.100.53\n"),
+    ({"dnsPolicy": "ClusterFirstWithHostNet", "hostNetwork": True},
+     "search default.svc.cluster.local svc.cluster.local cluster.local corp.example\n"
+     "nameserver 192.0.2.1\noptions ndots:5\n"),
+    ({"dnsPolicy": "Default", "dnsConfig": {"nameservers": ["192.0.2.7", "192.0.2.8", "192.0.2.9"]}},
+     "search corp.example\nnameserver 198.51.100.53\nnameserver 192.0.2.7\nnameserver 192.0.2.8\n"),
+], ids=["cluster-first", "dns-config-merged", "none", "host-network-falls-back", "with-host-net", "three-servers"])
+def test_pod_resolv_conf_is_what_the_kubelet_writes(spec: dict[str, object], expected: str) -> None:
+    """Kubelet GetPodDNS (pkg/kubelet/network/dns/dns.go): the policy's base, dnsConfig appended without
+    duplicates and options overriding by name, at most 3 nameservers."""
+    assert pod_resolv_conf(spec, node=NodeDns(nameservers=("198.51.100.53",))) == expected
