@@ -331,8 +331,9 @@ class Lab:
             own.write_text(resolv_conf)
             # inside the private mount namespace `ip netns exec` made for this command only
             prefix += ["sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(own)]
-        return subprocess.Popen([*prefix, *argv], env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout,
-                                stderr=stderr, text=True, start_new_session=True)
+        with self._undo.opening():  # never into a lab whose processes are being killed
+            return subprocess.Popen([*prefix, *argv], env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                                    stdout=stdout, stderr=stderr, text=True, start_new_session=True)
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

@@ -327,10 +327,14 @@ def measure(tools: Tools, cases: list[Case], workers: int = 8) -> Run:
             labs[state] = stack.enter_context(Lab(tools))
             apply_state(labs[state], state)
         run.setup_seconds = time.monotonic() - started
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             futures = {case: pool.submit(measure_case, labs[case.state], case, index)
                        for index, case in enumerate(dict.fromkeys(cases))}
             run.results = {case: future.result() for case, future in futures.items()}
+        finally:
+            # on Ctrl-C or a failed case: start nothing more; closing the labs kills what runs
+            pool.shutdown(wait=False, cancel_futures=True)
         run.run_seconds = time.monotonic() - started - run.setup_seconds
     return run
 

@@ -118,18 +118,34 @@ def check_can_make_namespaces() -> None:
             delete_namespace(probe)
 
 
+class LabClosed(RuntimeError):
+    """The lab is being removed: nothing new may start in it."""
+
+
 class Undo:
-    """A LIFO list of undo steps, run once; failures are collected and reported after every step ran."""
+    """A LIFO list of undo steps, run once; failures are collected and reported after every step ran.
+    Once it runs it is closed: `opening()` guards anything that would add to the lab (a process starting),
+    so nothing starts in a namespace after its processes were killed."""
 
     def __init__(self) -> None:
         self._steps: list[tuple[str, Callable[[], object]]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by a signal handler that interrupts its own thread
+        self.closed = False
 
     def push(self, what: str, step: Callable[[], object]) -> None:
         with self._lock:
             self._steps.append((what, step))
 
+    @contextlib.contextmanager
+    def opening(self) -> Iterator[None]:
+        with self._lock:
+            if self.closed:
+                raise LabClosed("the lab is closing")
+            yield
+
     def run(self) -> list[str]:
+        with self._lock:
+            self.closed = True
         errors: list[str] = []
         while True:
             with self._lock:

@@ -72,7 +72,14 @@ def test_lab_cleans_up_when_the_test_fails(lab_tools: Tools) -> None:
     assert leftovers(*made, pids) == []
 
 
-HOLDER = """
+# A test run as a terminal starts it: Ctrl-C raises KeyboardInterrupt, SIGTERM is not ignored (a pytest that
+# was started in the background by a non-interactive shell inherits both ignored).
+DEFAULT_SIGNALS = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+"""
+HOLDER = DEFAULT_SIGNALS + """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
@@ -105,6 +112,54 @@ def test_an_interrupted_run_leaves_nothing(lab_tools: Tools, signum: int) -> Non
     _, err = holder.communicate(timeout=30)
     assert holder.returncode != 0
     assert leftovers(made["pod"], made["router"], Path(made["dir"]), pids) == [], err[-2000:]
+
+
+MATRIX_HOLDER = DEFAULT_SIGNALS + """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from tests.lab import matrix
+from tests.lab.tools import Tools
+tools = Tools(**{k: Path(v) for k, v in json.loads(sys.argv[2]).items()})
+slow = [c for c in matrix.all_cases() if c.state in (matrix.F1, matrix.F2) and c.client is not matrix.Client.MUSL]
+matrix.measure(tools, slow)
+"""
+
+
+def traces_of(pid: int) -> list[str]:
+    """Namespaces, /etc/netns entries, work directories and processes of the labs that process `pid` made."""
+    prefix = f"{netns.PREFIX}-{pid}-"
+    found = [n for n in netns.lab_namespaces() if n.startswith(prefix)]
+    found += [str(p) for p in (netns.ETC_NETNS.glob(f"{prefix}*") if netns.ETC_NETNS.is_dir() else [])]
+    found += [str(p) for p in Path("/tmp").glob(f"{prefix}*")]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            seen = proc.joinpath("cmdline").read_bytes().decode(errors="replace") + os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if f"/{prefix}" in seen:
+            found.append(f"process {proc.name}: {seen[:120]}")
+    return found
+
+
+def test_ctrl_c_during_the_matrix_stops_it_at_once_and_leaves_nothing(lab_tools: Tools) -> None:
+    """Interrupted while cases run (uv retrying, probes hanging), the measurement starts nothing more, kills
+    what runs and removes every lab, within seconds (not after the remaining cases)."""
+    fields = json.dumps({k: str(v) for k, v in dataclasses.asdict(lab_tools).items()})
+    holder = subprocess.Popen([sys.executable, "-c", MATRIX_HOLDER, str(ROOT), fields], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len([n for n in netns.lab_namespaces() if n.startswith(f"{netns.PREFIX}-{holder.pid}-")]) < 4:
+        assert holder.poll() is None and time.monotonic() < deadline, "the matrix did not start its labs"
+        time.sleep(0.05)
+    time.sleep(2)  # cases running: images built, uv retrying, probes waiting on a lost SYN
+    assert any(t.startswith("process") for t in traces_of(holder.pid))
+    interrupted = time.monotonic()
+    holder.send_signal(signal.SIGINT)
+    _, err = holder.communicate(timeout=30)
+    assert "KeyboardInterrupt" in err
+    assert time.monotonic() - interrupted < 8, "it waited for the cases instead of stopping them"
+    assert traces_of(holder.pid) == []
 
 
 def test_a_killed_run_is_swept_by_the_next_lab(lab_tools: Tools) -> None:
