@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import itertools
 import json
@@ -30,10 +31,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar, cast
 
 from tests.lab import netns
 from tests.lab.tools import INDEX_WHEELS, LAB_PATH, Tools, sha256
@@ -54,6 +55,7 @@ SERVICE_FQDN = f"{SERVICE}.{POD_NAMESPACE}.svc.{CLUSTER_DOMAIN}"
 AAAA_MODES = ("normal", "noerror-empty", "nxdomain")
 AaaaMode = Literal["normal", "noerror-empty", "nxdomain"]
 _serial = itertools.count(1)
+T = TypeVar("T")
 
 
 def cluster_search(namespace: str = POD_NAMESPACE, domain: str = CLUSTER_DOMAIN) -> list[str]:
@@ -299,6 +301,30 @@ class Lab:
         netns.ip("-6", "addr", "add", f"{POD_IPV6}/64", "dev", "eth0", "nodad", namespace=self.pod)
         netns.ip("-6", "route", "add", "default", "via", ROUTER_IPV6, namespace=self.pod)
 
+    def call_in(self, fn: Callable[[], T], namespace: str | None = None, timeout: float = 60) -> T:
+        """fn() in a thread of this process moved into the pod's (or `namespace`'s) network namespace:
+        sockets it opens live there (a test's HTTP client reaching a server started with popen). Files
+        and DNS are still the host's: address servers in the lab by IP."""
+        outcome: list[Any] = []
+
+        def enter_and_call() -> None:
+            try:
+                _enter_network_namespace(netns.RUN_NETNS / (namespace or self.pod))
+                outcome.append((True, fn()))
+            except BaseException as exc:
+                outcome.append((False, exc))
+
+        with self._undo.opening():
+            thread = threading.Thread(target=enter_and_call, name=f"in-{namespace or self.pod}", daemon=True)
+            thread.start()
+        thread.join(timeout)
+        if not outcome:
+            raise TimeoutError(f"call_in {namespace or self.pod}: still running after {timeout} s")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return cast(T, value)
+
     # ------------------------------------------------------------------------------------------ the router
 
     @property
@@ -350,6 +376,21 @@ def _stop(process: subprocess.Popen[str]) -> None:
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _enter_network_namespace(path: Path) -> None:
+    """setns(2) for the calling thread only (Python 3.11 has no os.setns)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:

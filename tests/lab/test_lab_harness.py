@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +77,7 @@ def test_lab_cleans_up_when_the_test_fails(lab_tools: Tools) -> None:
 # was started in the background by a non-interactive shell inherits both ignored).
 DEFAULT_SIGNALS = """
 import signal
+import socket
 signal.signal(signal.SIGINT, signal.default_int_handler)
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 """
@@ -269,3 +271,17 @@ def test_pod_resolv_conf_is_what_the_kubelet_writes(spec: dict[str, object], exp
     """Kubelet GetPodDNS (pkg/kubelet/network/dns/dns.go): the policy's base, dnsConfig appended without
     duplicates and options overriding by name, at most 3 nameservers."""
     assert pod_resolv_conf(spec, node=NodeDns(nameservers=("198.51.100.53",))) == expected
+
+
+def test_call_in_opens_sockets_inside_the_pod(lab: Lab) -> None:
+    """A test's own client reaching the lab: the socket is made in the pod's namespace, from the pod's address."""
+    def fetch() -> tuple[str, bytes]:
+        with socket.create_connection((ROUTER_IP, 8080), timeout=10) as conn:
+            conn.sendall(b"GET /simple/ HTTP/1.0\r\n\r\n")
+            return conn.getsockname()[0], b"".join(iter(lambda: conn.recv(65536), b""))  # to EOF
+
+    source, reply = lab.call_in(fetch)
+    assert source == POD_IP and reply.startswith(b"HTTP/1.0 200") and b"/simple/six/" in reply
+    assert lab.call_in(lambda: Path("/proc/self/net/dev").read_text()).count("eth0") == 1
+    with pytest.raises(ZeroDivisionError):
+        lab.call_in(lambda: 1 // 0)
