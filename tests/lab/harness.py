@@ -52,7 +52,6 @@ POD_NAMESPACE = "default"
 SERVICE = "svc1"  # svc1.default.svc.cluster.local: an A record (the router, so it also serves the index)
 TRAP_DOMAIN = "corp.example"  # a node search domain that answers NODATA for every name under it
 SERVICE_FQDN = f"{SERVICE}.{POD_NAMESPACE}.svc.{CLUSTER_DOMAIN}"
-AAAA_MODES = ("normal", "noerror-empty", "nxdomain")
 AaaaMode = Literal["normal", "noerror-empty", "nxdomain"]
 _serial = itertools.count(1)
 T = TypeVar("T")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ PREFIX = "v4l"
 RUN_NETNS = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")  # `ip netns exec NAME` bind-mounts /etc/netns/NAME/* over /etc/*
 _STALE = re.compile(rf"^{PREFIX}-(\d+)-")
+_checks = itertools.count()
 
 
 class LabUnavailable(RuntimeError):
@@ -108,7 +110,7 @@ def check_can_make_namespaces() -> None:
     if missing:
         raise LabUnavailable(f"the remedy lab needs {', '.join(missing)}: apt-get install iproute2 procps gcc "
                              "musl-tools (.ci/run installs them)")
-    probe = f"{PREFIX}-{os.getpid()}-check"
+    probe = f"{PREFIX}-{os.getpid()}-check{next(_checks)}"  # labs may open in several threads at once
     made = ip("netns", "add", probe, check=False)
     try:
         if made.returncode != 0:
