@@ -1,6 +1,6 @@
 """`v4only doctor`, the pure part: what each node and opted-in namespace gets and why, hints, rendering.
 
-The edge (`webhook/edges/doctor.py`) gathers plain facts from the cluster; `diagnose` turns them into a
+The command (`webhook/cli/doctor.py`) gathers plain facts from the cluster; `diagnose` turns them into a
 `Diagnosis` using the same `evaluate_node` and `decide` as the webhook, and `render_table` /
 `render_json` print it. Nothing here decides anything `decide` does not.
 

@@ -1,6 +1,6 @@
 """`v4only doctor --webhook`, the pure part: is the installed webhook configuration safe, and is its TLS sound?
 
-The edge (`webhook/edges/doctor_webhook.py`) reads every MutatingWebhookConfiguration (plain dicts), the
+The command (`webhook/cli/doctor_webhook.py`) reads every MutatingWebhookConfiguration (plain dicts), the
 serving certificate (the Secret's `tls.crt`, and with `--served-by` what a replica serves) and the time;
 `check_webhook` turns them into a `WebhookReport`, and `render_table` / `render_json` print it.
 

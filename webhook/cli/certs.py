@@ -20,8 +20,8 @@ from typing import Any
 
 from webhook.adapters import cert_files, kube_certs, tls_probe
 from webhook.adapters.kube import KubeApi, KubeError
+from webhook.cli.usage import EXIT_OK, EXIT_PROBLEMS, UsageError
 from webhook.core import certs
-from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, UsageError
 
 DEFAULT_SERVICE = "v4only"
 DEFAULT_NAMESPACE = "v4only-system"
