@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from webhook.adapters import kube_certs, tls_probe
 from webhook.adapters.kube import KubeApi, KubeError
 from webhook.cli.usage import UsageError, connect
-from webhook.core.webhook_check import ServingSource, check_webhook, render_json, render_table, service_host
+from webhook.core.webhook_check import check_webhook, service_host
+from webhook.core.webhook_report import ServingSource, render_json, render_table
 
 
 def run(args: argparse.Namespace) -> int:
