@@ -22,7 +22,8 @@ from webhook.adapters import rbac_used
 from webhook.cli import doctor
 from webhook.cli.usage import UsageError
 from webhook.core.capability import NodeFacts, Taint
-from webhook.core.diagnosis import diagnose, render_table
+from webhook.core.diagnosis import diagnose
+from webhook.core.diagnosis_render import render_table
 
 GOLDEN = Path(__file__).parent / "fixtures" / "doctor"
 

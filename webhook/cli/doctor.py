@@ -16,7 +16,8 @@ from webhook.adapters.kube import KubeError
 from webhook.cli import doctor_webhook
 from webhook.cli.cluster_facts import gather
 from webhook.cli.usage import UsageError, connect, load_settings
-from webhook.core.diagnosis import diagnose, render_json, render_table
+from webhook.core.diagnosis import diagnose
+from webhook.core.diagnosis_render import render_json, render_table
 
 
 def register(subparsers: Any) -> None:
