@@ -1,6 +1,6 @@
 """Exit statuses, the usage error every command shares, and the inputs every command loads the same way.
 
-(Kept apart from cli.py to avoid import cycles.)
+(Kept apart from main.py to avoid import cycles.)
 """
 
 from __future__ import annotations
