@@ -7,7 +7,7 @@ they do not steal from each other. Each level runs `rounds` times per server, al
 the medians are printed, and the load average before and after (other processes make the figures noisy).
 Bodies: the Chronicle pod (as its ReplicaSet creates it), a small pod and a 40-container pod, mixed, written
 compactly as the API server does, each request with a fresh uid. By default each pod repeats, as replicas of
-one template do (v4only replays the answer: edges/replay.py); with --distinct every request is a new pod.
+one template do (v4only replays the answer: server/replay.py); with --distinct every request is a new pod.
 Prints requests/s, median and p99 latency, the server's CPU time per request (user + system, from /proc:
 what other processes on the machine barely disturb), the v4only/floor ratios (for CPU: floor/v4only, the
 throughput ratio a CPU-bound server reaches), and each server's resident memory before and after.

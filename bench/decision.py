@@ -167,9 +167,10 @@ def _serve_fake(node_count: int, namespace_count: int, ready: Any, port: Any, do
 def live(node_count: int, namespace_count: int) -> None:
     from tests.fakekube import FakeKube
     from webhook.adapters.kube import KubeApi
-    from webhook.edges import app, serve  # noqa: F401  (the server's imports count towards its memory)
-    from webhook.edges.state import ClusterState
-    from webhook.edges.tracker import TrackerConfig, start_tracker
+    from webhook.loops.state import ClusterState
+    from webhook.server import app  # noqa: F401  (the server's imports count towards its memory)
+    from webhook.tracker.config import TrackerConfig
+    from webhook.tracker.start import start_tracker
 
     context = multiprocessing.get_context("spawn")
     ready, done, port = context.Event(), context.Event(), context.Value("i", 0)

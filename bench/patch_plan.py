@@ -84,7 +84,7 @@ def _serve(workloads: int, ready: Any, port: Any, done: Any) -> None:
 
 def served(workloads: int) -> None:
     from tests.fakekube import FakeKube
-    from webhook.edges import patch_cmd
+    from webhook.cli import patch as patch_cmd
 
     context = multiprocessing.get_context("spawn")
     ready, done, port = context.Event(), context.Event(), context.Value("i", 0)
@@ -124,7 +124,8 @@ def served(workloads: int) -> None:
 
 def _progress_on() -> Any:
     """Force the progress display on (stderr may be a file here): it is part of what is measured."""
-    from webhook.edges import patch_cmd, progress
+    from webhook.adapters import progress
+    from webhook.cli import patch as patch_cmd
 
     created: list[progress.Progress] = []
 
@@ -144,12 +145,12 @@ def _progress_on() -> Any:
 
 
 def in_process(workloads: int) -> None:
+    from webhook.adapters.progress import Progress
+    from webhook.cli.patch import render_diff
     from webhook.core.capability import Capability, NodeFacts
     from webhook.core.settings import Settings
     from webhook.core.workload_plan import pods_by_workload
-    from webhook.edges.patch_cmd import render_diff
-    from webhook.edges.patcher import Planner, now_rfc3339, trim_pod
-    from webhook.edges.progress import Progress
+    from webhook.patcher.workloads import Planner, now_rfc3339, trim_pod
 
     objs = cluster(workloads)
     settings = Settings()

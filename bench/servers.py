@@ -1,6 +1,6 @@
 """The two servers the admission benchmark compares, each run as its own process.
 
-`v4only`: the real app (`webhook.edges.serve.build_server`) with a static capability of three nodes
+`v4only`: the real app (`webhook.cli.serve.build_server`) with a static capability of three nodes
 that allow the sysctl, so every review takes the full decision-and-patch path.
 `floor`: the same uvicorn settings (`serve.uvicorn_config`), uvloop, httptools and TLS set-up, answering a
 fixed allow response with no work at all: the best this stack can do, so the ratio isolates v4only's own cost.
@@ -19,10 +19,10 @@ import uvicorn
 import uvloop
 
 from webhook.adapters.tls import ReloadingTLS
+from webhook.cli.serve import ServeOptions, build_server, uvicorn_config
 from webhook.core.capability import Capability, NodeFacts
 from webhook.core.settings import Settings
-from webhook.edges.serve import ServeOptions, build_server, uvicorn_config
-from webhook.edges.state import ClusterState
+from webhook.loops.state import ClusterState
 
 FIXED = b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"fixed","allowed":true}}'
 
@@ -73,8 +73,8 @@ def run_v4only(port: int, cert: str, key: str, variant: str = "") -> None:
 def _replace_answer(variant: str, state: ClusterState, settings: Settings) -> None:
     import orjson
 
-    from webhook.edges import app
-    from webhook.edges.metrics import Metrics
+    from webhook.server import app
+    from webhook.server.metrics import Metrics
 
     real = app.AdmissionEndpoint(state=state, settings=settings, metrics=Metrics())
     review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
@@ -91,7 +91,7 @@ def _replace_answer(variant: str, state: ClusterState, settings: Settings) -> No
         return fixed
 
     if variant == "noreplay":
-        from webhook.edges.replay import ReplayCache
+        from webhook.server.replay import ReplayCache
 
         ReplayCache.put = lambda *_args: None  # type: ignore[method-assign]
         return

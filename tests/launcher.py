@@ -1,4 +1,4 @@
-"""Run the real `serve` (webhook.edges.serve.serve: uvloop, uvicorn, TLS reload, SIGTERM drain) in a process of
+"""Run the real `serve` (webhook.cli.serve.serve: uvloop, uvicorn, TLS reload, SIGTERM drain) in a process of
 its own, with what a test needs underneath, so the test can measure its memory and signal it:
 
     python -m tests.launcher --cert-file C --key-file K --port P --flip-ms 5
@@ -18,10 +18,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
+from webhook.cli.serve import ServeOptions, serve
 from webhook.core.capability import Capability, NodeFacts
 from webhook.core.settings import Settings
-from webhook.edges.serve import ServeOptions, serve
-from webhook.edges.state import ClusterState
+from webhook.loops.state import ClusterState
 
 IPV6 = "net.ipv6.conf.all.disable_ipv6"
 WORKER = {"node-role.kubernetes.io/worker": "true"}  # the Chronicle pod's nodeSelector
@@ -102,7 +102,8 @@ def _start_flipper(state: ClusterState, settings: Settings, interval: float) -> 
 
 def _start_tracker(state: ClusterState, settings: Settings, kubeconfig: str) -> Callable[[], None]:
     from webhook.adapters.kube import KubeApi
-    from webhook.edges.tracker import TrackerConfig, start_tracker
+    from webhook.tracker.config import TrackerConfig
+    from webhook.tracker.start import start_tracker
 
     config = TrackerConfig(
         watch_timeout_seconds=2,

@@ -19,7 +19,7 @@ import yaml
 from tests import capability_scenarios as sc
 from tests.fakekube import FakeKube, objects
 from tests.test_tracker import _permission
-from webhook.edges import patch_cmd
+from webhook.cli import patch as patch_cmd
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ENABLED = {"v4only.io/inject": "enabled"}

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 
+from webhook.cli.serve import ServeOptions, _watch_tls, build_server
 from webhook.core import certs
 from webhook.core.settings import Settings
-from webhook.edges.metrics import Metrics
-from webhook.edges.read_deadline import READ_DEADLINE_SECONDS
-from webhook.edges.serve import ServeOptions, _watch_tls, build_server
-from webhook.edges.state import ClusterState
+from webhook.loops.state import ClusterState
+from webhook.server.metrics import Metrics
+from webhook.server.read_deadline import READ_DEADLINE_SECONDS
 
 
 @dataclass

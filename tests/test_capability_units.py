@@ -12,7 +12,8 @@ import pytest
 from tests.fakekube import objects
 from webhook.core.capability import node_facts_from_object
 from webhook.core.evidence import rejection_from_pod
-from webhook.edges.tracker import Backoff, Inventory, trim
+from webhook.loops.backoff import Backoff
+from webhook.tracker.inventory import Inventory, trim
 
 IPV6 = "net.ipv6.conf.all.disable_ipv6"
 MANAGED = frozenset({IPV6})

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from webhook.core import certs
+from webhook.core import cert_renewal, certs
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DNS = certs.service_dns_names("v4only", "v4only-system")
@@ -207,13 +207,13 @@ def test_split_pem_bundle_ignores_text_between_blocks(ca: certs.KeyPair) -> None
 
 # ------------------------------------------------------------------------------------------- plan_certs
 
-REQUEST = certs.CertRequest(dns_names=tuple(DNS))
+REQUEST = cert_renewal.CertRequest(dns_names=tuple(DNS))
 
 
-def _plan(state: certs.CertPlan | None, now: datetime, **kwargs):
+def _plan(state: cert_renewal.CertPlan | None, now: datetime, **kwargs):
     served = kwargs.pop("served", None)
     request = kwargs.pop("request", REQUEST)
-    return certs.plan_certs(
+    return cert_renewal.plan_certs(
         request,
         ca=state.ca if state else None,
         serving=state.serving if state else None,
@@ -263,7 +263,7 @@ def test_plan_renews_inside_the_window_only() -> None:
 
 def test_plan_rollover_waits_for_every_replica() -> None:
     first = _plan(None, NOW)
-    rolled = _plan(first, NOW, request=certs.CertRequest(dns_names=tuple(DNS), rotate_ca=True))
+    rolled = _plan(first, NOW, request=cert_renewal.CertRequest(dns_names=tuple(DNS), rotate_ca=True))
     assert rolled.ca_changed and rolled.serving_changed and rolled.rollover_pending
     old_serving, new_serving = first.serving.cert_pem, rolled.serving.cert_pem
     mixed = _plan(rolled, NOW, served=[new_serving, old_serving])
@@ -278,7 +278,7 @@ def test_plan_rollover_waits_for_every_replica() -> None:
 def test_plan_drops_an_expired_old_ca_without_asking() -> None:
     old = certs.build_ca(common_name="old", now=NOW - timedelta(days=30), days=20)
     first = _plan(None, NOW)
-    plan = certs.plan_certs(
+    plan = cert_renewal.plan_certs(
         REQUEST, ca=first.ca, serving=first.serving, trusted=first.bundle + old.cert_pem, served=None, now=NOW
     )
     assert plan.bundle == first.ca.cert_pem
@@ -286,8 +286,8 @@ def test_plan_drops_an_expired_old_ca_without_asking() -> None:
 
 def test_plan_trusts_the_ca_of_a_stored_certificate_even_if_the_bundle_lost_it() -> None:
     first = _plan(None, NOW)
-    rolled = certs.plan_certs(
-        certs.CertRequest(dns_names=tuple(DNS), rotate_ca=True),
+    rolled = cert_renewal.plan_certs(
+        cert_renewal.CertRequest(dns_names=tuple(DNS), rotate_ca=True),
         ca=first.ca,
         serving=first.serving,
         trusted=b"",  # e.g. the webhook configuration was re-created without a caBundle
@@ -300,7 +300,7 @@ def test_plan_trusts_the_ca_of_a_stored_certificate_even_if_the_bundle_lost_it()
 def test_plan_replaces_a_broken_ca() -> None:
     first = _plan(None, NOW)
     other = certs.build_ca(common_name="x", now=NOW)
-    plan = certs.plan_certs(
+    plan = cert_renewal.plan_certs(
         REQUEST,
         ca=certs.KeyPair(first.ca.cert_pem, other.key_pem),
         serving=first.serving,
@@ -318,10 +318,10 @@ def test_plan_ignores_damaged_bundle_entries() -> None:
     damaged = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
     truncated = b"-----BEGIN CERTIFICATE-----\nAB"
     trusted = damaged + other.cert_pem + truncated
-    plan = certs.plan_certs(REQUEST, ca=first.ca, serving=first.serving, trusted=trusted, served=None, now=NOW)
+    plan = cert_renewal.plan_certs(REQUEST, ca=first.ca, serving=first.serving, trusted=trusted, served=None, now=NOW)
     assert plan.bundle == first.ca.cert_pem + other.cert_pem
 
 
 def test_request_rejects_a_ca_shorter_than_a_serving_certificate() -> None:
     with pytest.raises(ValueError):
-        certs.CertRequest(dns_names=("a",), ca_days=300, serving_days=365)
+        cert_renewal.CertRequest(dns_names=("a",), ca_days=300, serving_days=365)

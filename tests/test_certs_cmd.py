@@ -17,9 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from webhook.adapters import cert_files
+from webhook.cli import certs as certs_cmd
+from webhook.cli.main import UsageError
 from webhook.core import certs
-from webhook.edges import certs_cmd
-from webhook.edges.cli import UsageError
 
 FILES = ("ca.crt", "ca.key", "ca-bundle.crt", "tls.crt", "tls.key")
 

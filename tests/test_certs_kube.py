@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.fakekube import FakeKube, objects
 from tests.test_certs_cmd import TLSServer
+from webhook.cli import certs as certs_cmd
 from webhook.core import certs
-from webhook.edges import certs_cmd
 
 pytest_plugins = ["tests.fakekube.fixtures"]
 

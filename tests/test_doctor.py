@@ -18,10 +18,12 @@ import pytest
 from tests import capability_scenarios as sc
 from tests.fakekube import FakeKube
 from tests.test_tracker import _permission
+from webhook.adapters import rbac_used
+from webhook.cli import doctor
+from webhook.cli.usage import UsageError
 from webhook.core.capability import NodeFacts, Taint
-from webhook.core.diagnosis import diagnose, render_table
-from webhook.edges import doctor, rbac_used
-from webhook.edges.usage import UsageError
+from webhook.core.diagnosis import diagnose
+from webhook.core.diagnosis_render import render_table
 
 GOLDEN = Path(__file__).parent / "fixtures" / "doctor"
 

@@ -23,11 +23,12 @@ import yaml
 from tests.fakekube import FakeKube, objects
 from tests.server_harness import ServerThread, make_tls
 from tests.test_tracker import _permission
+from webhook.adapters import rbac_used
+from webhook.cli import doctor
+from webhook.cli.usage import UsageError
 from webhook.core import certs
 from webhook.core.webhook_check import excludes
-from webhook.edges import doctor, rbac_used
-from webhook.edges.state import ClusterState
-from webhook.edges.usage import UsageError
+from webhook.loops.state import ClusterState
 
 NS = "v4only-system"
 SHIPPED = yaml.safe_load(

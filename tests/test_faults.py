@@ -1,5 +1,5 @@
 """Faults around the webhook, each against the real server in a process of its own (tests/launcher.py runs
-`webhook.edges.serve.serve`: uvloop, uvicorn, TLS reload, SIGTERM drain) on 127.0.0.1:
+`webhook.cli.serve.serve`: uvloop, uvicorn, TLS reload, SIGTERM drain) on 127.0.0.1:
 
 - the Kubernetes API (tests/fakekube) unreachable at start, lost mid-run and back: every review is answered
   within 100 ms, the decision falls back to `env` once capability is older than capabilityMaxAgeSeconds,

@@ -34,9 +34,9 @@ from tests.helpers import FIXTURES, admission_review, pod, validate
 from tests.server_harness import ServerThread, make_tls
 from tests.test_properties import CAPABILITIES, pods
 from webhook.core.settings import Settings
-from webhook.edges.app import MAX_BODY_BYTES, AdmissionEndpoint
-from webhook.edges.metrics import Metrics
-from webhook.edges.state import ClusterState
+from webhook.loops.state import ClusterState
+from webhook.server.app import MAX_BODY_BYTES, AdmissionEndpoint
+from webhook.server.metrics import Metrics
 
 NAMESPACES = {
     "team": {"v4only.io/inject": "enabled"},

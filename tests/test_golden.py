@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from tests.helpers import FIXTURES, apply_ops, decode_patch, validate
+from webhook.cli import review as review_cmd
+from webhook.cli.main import main
 from webhook.core.admission import parse_review, review_request
 from webhook.core.settings import Settings
-from webhook.edges import review_cmd
-from webhook.edges.cli import main
 
 ADMISSION = FIXTURES / "admission"
 CASES: dict[str, str] = yaml.safe_load((ADMISSION / "cases.yaml").read_text())

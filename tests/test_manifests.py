@@ -26,8 +26,8 @@ import yaml
 
 from webhook import __version__
 from webhook.adapters.files import load_settings
+from webhook.cli import certs as certs_cmd
 from webhook.core.certs import service_dns_names
-from webhook.edges import certs_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
@@ -303,8 +303,8 @@ def test_capability_tracker_cluster_role(base: dict[tuple[str, str], dict[str, A
 
 
 def test_roles_grant_exactly_the_calls_the_code_makes(base: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """webhook/edges/rbac_used.py lists what `serve` calls; the webhook's roles grant that and nothing more."""
-    from webhook.edges import rbac_used
+    """webhook/adapters/rbac_used.py lists what `serve` calls; the webhook's roles grant that and nothing more."""
+    from webhook.adapters import rbac_used
 
     granted = {
         (group, resource, verb)
@@ -350,7 +350,7 @@ def test_patcher_role_is_optional_and_exact(base: dict[tuple[str, str], dict[str
     assert ("ClusterRole", "v4only-patcher") not in base
     component = {(o["kind"], o["metadata"]["name"]): o for o in render(PATCHER)}
     assert yaml.safe_load((PATCHER / "kustomization.yaml").read_text())["kind"] == "Component"
-    from webhook.edges import rbac_patcher
+    from webhook.adapters import rbac_patcher
 
     role = component[("ClusterRole", "v4only-patcher")]
     assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in rules(role))
@@ -361,7 +361,7 @@ def test_patcher_role_is_optional_and_exact(base: dict[tuple[str, str], dict[str
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    # Exactly what the patcher's code calls beyond the webhook's own roles (webhook/edges/rbac_patcher.py).
+    # Exactly what the patcher's code calls beyond the webhook's own roles (webhook/adapters/rbac_patcher.py).
     assert granted == rbac_patcher.PATCHER, (sorted(granted - rbac_patcher.PATCHER),
                                              sorted(rbac_patcher.PATCHER - granted))
     binding = component[("ClusterRoleBinding", "v4only-patcher")]

@@ -17,8 +17,8 @@ import pytest
 from tests import patch_scenarios as ps
 from tests.fakekube import FakeKube, RolloutSimulator, objects
 from tests.helpers import validate
-from webhook.edges import rbac_patcher
-from webhook.edges.usage import UsageError
+from webhook.adapters import rbac_patcher
+from webhook.cli.usage import UsageError
 
 GOLDEN = ps.FIXTURES / "patch" / "chronicle-client-dry-run.txt"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"

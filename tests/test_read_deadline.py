@@ -1,4 +1,4 @@
-"""The read deadline (webhook/edges/read_deadline.py) on the real HTTPS server: a connection whose request is
+"""The read deadline (webhook/server/read_deadline.py) on the real HTTPS server: a connection whose request is
 not fully read in time is closed, however it stalls; whole requests and idle keep-alive connections are not
 touched. The deadline is 0.5 s here (10 s in production) so the test stays short.
 """
@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import admission_review, pod
 from tests.server_harness import ServerThread, make_tls
 from webhook.core.capability import Capability
-from webhook.edges.state import ClusterState
+from webhook.loops.state import ClusterState
 
 DEADLINE = 0.5
 BODY = json.dumps(admission_review(pod())).encode()

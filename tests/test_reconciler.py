@@ -17,12 +17,12 @@ from tests import capability_scenarios as sc
 from tests import patch_scenarios as ps
 from tests.fakekube import FakeKube, objects
 from tests.test_tracker import FAST
+from webhook.adapters import rbac_patcher, rbac_used
 from webhook.adapters.kube import KubeApi
-from webhook.edges import rbac_patcher, rbac_used
-from webhook.edges.leader import LeaseTimings
-from webhook.edges.reconciler import ReconcilerConfig, ReconcilerHandle, TokenBucket, start_reconciler
-from webhook.edges.state import ClusterState
-from webhook.edges.tracker import start_tracker
+from webhook.loops.leader import LeaseTimings
+from webhook.loops.state import ClusterState
+from webhook.patcher.reconciler import ReconcilerConfig, ReconcilerHandle, TokenBucket, start_reconciler
+from webhook.tracker.start import start_tracker
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 QUICK = ReconcilerConfig(

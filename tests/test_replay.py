@@ -1,4 +1,4 @@
-"""The replica cache (webhook/edges/replay.py): a replayed answer is exactly the answer a fresh endpoint gives.
+"""The replica cache (webhook/server/replay.py): a replayed answer is exactly the answer a fresh endpoint gives.
 
 The oracle throughout is a second AdmissionEndpoint that has never seen the body (so it cannot replay):
 whatever the cache does, the bytes it returns must mean the same as that endpoint's answer.
@@ -18,10 +18,10 @@ from tests.helpers import FIXTURES, admission_review, pod
 from tests.test_properties import CAPABILITIES, pods
 from webhook.core.capability import Capability, NodeFacts
 from webhook.core.settings import Settings
-from webhook.edges.app import AdmissionEndpoint
-from webhook.edges.metrics import Metrics
-from webhook.edges.replay import REPLAY_BODY_LIMIT, ReplayCache, split_uid
-from webhook.edges.state import ClusterState
+from webhook.loops.state import ClusterState
+from webhook.server.app import AdmissionEndpoint
+from webhook.server.metrics import Metrics
+from webhook.server.replay import REPLAY_BODY_LIMIT, ReplayCache, split_uid
 
 OPTED_IN = {"team": {"v4only.io/inject": "enabled"}}
 CHRONICLE = orjson.loads((FIXTURES / "admission" / "chronicle-allowed.request.json").read_bytes())

@@ -18,7 +18,7 @@ from tests import capability_scenarios as sc
 from tests import patch_scenarios as ps
 from tests.fakekube import FakeKube, objects
 from tests.fakekube.fixtures import running
-from webhook.edges import rbac_patcher
+from webhook.adapters import rbac_patcher
 
 STORM = 200
 LABEL = "v4only.io/ipv6-sysctl"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.helpers import FIXTURES, validate
-from webhook.edges.cli import main
+from webhook.cli.main import main
 
 CHRONICLE = FIXTURES / "objects" / "chronicle-deployment.yaml"
 NODES = FIXTURES / "admission" / "nodes-forbidden.yaml"

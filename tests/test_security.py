@@ -9,7 +9,7 @@
 - request bodies and pod environment values never reach a log line, at DEBUG, on every path: admitted,
   unmanaged, 400, 413, an object v4only cannot read, and an internal error whose exception message
   quotes the pod; identifiers that are logged are cleaned of control characters;
-- the webhook's ClusterRole and Role grant nothing beyond what the code calls (webhook/edges/rbac_used.py).
+- the webhook's ClusterRole and Role grant nothing beyond what the code calls (webhook/adapters/rbac_used.py).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from tests.helpers import admission_review, pod
 from tests.process_harness import ROOT, ServerProcess
 from tests.server_harness import ServerThread, TLSFiles, make_tls
 from tests.test_server import golden_state
-from webhook.edges import app as app_module
-from webhook.edges import rbac_used
+from webhook.adapters import rbac_used
+from webhook.server import app as app_module
 
 SECRET = "pa55w0rd-never-in-a-log-7f3a9c"
 

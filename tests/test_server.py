@@ -18,11 +18,11 @@ import yaml
 
 from tests.helpers import FIXTURES, admission_review, decode_patch, pod
 from tests.server_harness import ServerThread, make_tls, write_serving
+from webhook.cli import review as review_cmd
 from webhook.core import certs
 from webhook.core.capability import Capability
 from webhook.core.settings import Settings
-from webhook.edges import review_cmd
-from webhook.edges.state import ClusterState, View
+from webhook.loops.state import ClusterState, View
 
 ADMISSION = FIXTURES / "admission"
 SECRET = "s3cr3t-token-value-that-must-never-be-logged"
@@ -57,7 +57,7 @@ def test_chronicle_pod_over_tls_matches_the_golden_response(server: ServerThread
 
 
 def test_replicas_in_the_api_servers_compact_form_are_replayed_with_their_own_uid(server: ServerThread) -> None:
-    # Go's encoding/json writes compact JSON: the form the replica cache keys on (webhook/edges/replay.py).
+    # Go's encoding/json writes compact JSON: the form the replica cache keys on (webhook/server/replay.py).
     request = json.loads((ADMISSION / "chronicle-allowed.request.json").read_text())
     expected = yaml.safe_load((ADMISSION / "chronicle-allowed.response.yaml").read_text())
     with server.client() as client:

@@ -15,12 +15,13 @@ import pytest
 
 from tests import capability_scenarios as sc
 from tests.fakekube import FakeKube, RecordedRequest, objects
+from webhook.adapters import rbac_used
 from webhook.adapters.kube import KubeApi
 from webhook.core.capability import Capability
-from webhook.edges import rbac_used
-from webhook.edges.leader import LeaderElector, LeaseTimings
-from webhook.edges.state import ClusterState
-from webhook.edges.tracker import TrackerConfig, TrackerHandle, start_tracker
+from webhook.loops.leader import LeaderElector, LeaseTimings
+from webhook.loops.state import ClusterState
+from webhook.tracker.config import TrackerConfig
+from webhook.tracker.start import TrackerHandle, start_tracker
 
 FAST = TrackerConfig(
     watch_timeout_seconds=2,

@@ -7,7 +7,7 @@ would pay for it on every event. Every failure, HTTP or network, becomes `KubeEr
 status (0 when the server could not be reached or did not answer in time); nothing above this module
 sees `ApiException` or urllib3.
 
-Only what the tracker, the Lease lock and `doctor` use is here (see `webhook/edges/rbac_used.py`).
+Only what the tracker, the Lease lock and `doctor` use is here (see `webhook/adapters/rbac_used.py`).
 """
 
 from __future__ import annotations

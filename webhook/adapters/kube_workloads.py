@@ -1,7 +1,7 @@
 """The Kubernetes calls of the workload patcher (`v4only patch`, `serve --reconcile`): plain dicts in and out.
 
 It rides on `KubeApi`'s connection (the same ApiClient, kubeconfig and `KubeError`); the paths are here,
-next to the permissions they need (`webhook/edges/rbac_patcher.py`). Lists are paginated, and objects
+next to the permissions they need (`webhook/adapters/rbac_patcher.py`). Lists are paginated, and objects
 come back with `kind` and `apiVersion` set (a typed list's items carry neither on the wire).
 """
 

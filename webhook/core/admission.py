@@ -27,7 +27,7 @@ Outcome = Literal["mutated", "unchanged", "unmanaged", "skipped", "unhandled"]
 
 @dataclass(frozen=True, slots=True)
 class Review:
-    """The answer to one AdmissionReview, with what the edges need to log and count."""
+    """The answer to one AdmissionReview, with what the callers need to log and count."""
 
     response: dict[str, Any]
     outcome: Outcome

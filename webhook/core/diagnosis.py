@@ -1,8 +1,8 @@
-"""`v4only doctor`, the pure part: what each node and opted-in namespace gets and why, hints, rendering.
+"""`v4only doctor`, the pure part: what each node and opted-in namespace gets and why, and hints.
 
-The edge (`webhook/edges/doctor.py`) gathers plain facts from the cluster; `diagnose` turns them into a
+The command (`webhook/cli/doctor.py`) gathers plain facts from the cluster; `diagnose` turns them into a
 `Diagnosis` using the same `evaluate_node` and `decide` as the webhook, and `render_table` /
-`render_json` print it. Nothing here decides anything `decide` does not.
+`render_json` (diagnosis_render.py) print it. Nothing here decides anything `decide` does not.
 
 What counts as a problem (exit status 1), precisely:
 - an opted-in namespace (label `v4only.io/inject=enabled`, not excluded) where a new plain pod gets
@@ -25,15 +25,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import orjson
-
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, Source, Verdict, evaluate_node
 from webhook.core.decision import decide, enforced_level, pod_security_forbids
 from webhook.core.evidence import Rejection
 from webhook.core.settings import Settings
 from webhook.core.sysctls import Allowlist, pattern_error
-from webhook.core.text import problems_block, table
 
 Distro = Literal["microk8s", "k3s", "other"]
 MICROK8S_LABELS = (
@@ -44,12 +41,6 @@ MICROK8S_LABELS = (
 # A new pod with no constraints of its own: what "a new pod in this namespace" means.
 PLAIN_POD: Mapping[str, Any] = {"metadata": {"labels": {}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
 K3S_SERVICELB_DEFAULTS = "net.ipv4.ip_forward,net.ipv6.conf.all.forwarding"
-
-# One screen: rows beyond these are grouped or summarised (the JSON output always has everything).
-MAX_NODE_ROWS = 12
-MAX_NAMESPACE_ROWS = 10
-MAX_POD_ROWS = 5
-MAX_CELL = 44
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +142,7 @@ def diagnose(
     )
     pods = tuple(_pod_report(r, settings) for r in rejected)
     problems = [
-        f"namespace {n.name}: new pods get {n.remedy}: {_strip_remedy(n.reason)}" for n in ns_reports if n.problem
+        f"namespace {n.name}: new pods get {n.remedy}: {strip_remedy(n.reason)}" for n in ns_reports if n.problem
     ]
     failed = [p for p in pods if p.managed]
     if failed:
@@ -348,145 +339,8 @@ def _name_list(names: Sequence[str], shown: int = 3) -> str:
     return head if len(names) <= shown else f"{head} (+{len(names) - shown} more)"
 
 
-def _strip_remedy(reason: str) -> str:
+def strip_remedy(reason: str) -> str:
     head, sep, tail = reason.partition(": ")
     return tail if sep and head in ("sysctl", "sysctl+affinity", "env", "none") else reason
 
 
-# ---- rendering -----------------------------------------------------------------------------------
-
-
-def render_json(diagnosis: Diagnosis) -> str:
-    doc = {
-        "sysctls": list(diagnosis.sysctls),
-        "labelsPublished": diagnosis.labels_published,
-        "nodes": [
-            {
-                "name": n.name,
-                "kubeletVersion": n.kubelet_version,
-                "distro": n.distro,
-                "cordoned": n.cordoned,
-                "ready": n.ready,
-                "allowlist": None if n.allowlist is None else list(n.allowlist),
-                "configzError": n.configz_error or None,
-                "verdicts": dict(n.verdicts),
-                "verdict": n.verdict,
-                "source": n.source,
-                "detail": n.detail,
-                "invalidPatterns": [{"pattern": p, "error": e} for p, e in n.invalid_patterns],
-            }
-            for n in diagnosis.nodes
-        ],
-        "namespaces": [
-            {
-                "name": n.name,
-                "podSecurity": n.pod_security,
-                "remedy": n.remedy,
-                "reason": n.reason,
-                "problem": n.problem,
-            }
-            for n in diagnosis.namespaces
-        ],
-        "failedPods": [
-            {
-                "namespace": p.namespace,
-                "name": p.name,
-                "node": p.node,
-                "message": p.message,
-                "managed": p.managed,
-                "cause": p.cause,
-            }
-            for p in diagnosis.pods
-        ],
-        "hints": list(diagnosis.hints),
-        "problems": list(diagnosis.problems),
-    }
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
-
-
-def render_table(diagnosis: Diagnosis) -> str:
-    lines = [_summary(diagnosis), ""]
-    lines += _nodes_table(diagnosis)
-    lines += ["", *_namespaces_table(diagnosis)]
-    if diagnosis.pods:
-        lines += ["", *_pods_table(diagnosis.pods)]
-    if diagnosis.hints:
-        lines += ["", "HINTS", *(f"- {h}" for h in diagnosis.hints)]
-    lines.append("")
-    lines += problems_block(
-        diagnosis.problems, none="no problems: every opted-in namespace gets the sysctl, or the fallback by design"
-    )
-    return "\n".join(lines) + "\n"
-
-
-def _summary(diagnosis: Diagnosis) -> str:
-    counts = {v: sum(1 for n in diagnosis.nodes if n.verdict == v) for v in ("allowed", "forbidden", "unknown")}
-    return (
-        f"sysctls: {', '.join(diagnosis.sysctls)}; nodes: {len(diagnosis.nodes)} "
-        f"({counts['allowed']} allowed, {counts['forbidden']} forbidden, {counts['unknown']} unknown); "
-        f"node labels published: {'yes' if diagnosis.labels_published else 'no'}"
-    )
-
-
-def _nodes_table(diagnosis: Diagnosis) -> list[str]:
-    rows = [
-        (
-            n.name + ("" if n.ready else " (not ready)") + (" (cordoned)" if n.cordoned else ""),
-            n.kubelet_version or "-",
-            _allowlist_cell(n),
-            *(v for _, v in n.verdicts),
-            n.source,
-        )
-        for n in diagnosis.nodes
-    ]
-    headers = ("NODE", "KUBELET", "ALLOWLIST (running kubelet)", *diagnosis.sysctls, "SOURCE")
-    return [f"NODES ({len(rows)})", *table(headers, _group(rows, MAX_NODE_ROWS))]
-
-
-def _allowlist_cell(node: NodeReport) -> str:
-    if node.allowlist is None:
-        return f"unknown ({node.configz_error})" if node.configz_error else "unknown"
-    return _clip(",".join(node.allowlist) or "(empty)")
-
-
-def _namespaces_table(diagnosis: Diagnosis) -> list[str]:
-    title = f"OPTED-IN NAMESPACES ({len(diagnosis.namespaces)})"
-    if not diagnosis.namespaces:
-        return [title, f"(none: label a namespace {keys.INJECT}={keys.ENABLED})"]
-    rows = [
-        (n.name, n.pod_security, n.remedy + (" !" if n.problem else ""), _strip_remedy(n.reason))
-        for n in diagnosis.namespaces
-    ]
-    return [title, *table(("NAMESPACE", "POD SECURITY", "NEW POD GETS", "WHY"), _group(rows, MAX_NAMESPACE_ROWS))]
-
-
-def _pods_table(pods: Sequence[PodReport]) -> list[str]:
-    rows = [(f"{p.namespace}/{p.name}", p.node or "-", p.message) for p in pods[:MAX_POD_ROWS]]
-    lines = [f"PODS FAILED WITH SysctlForbidden ({len(pods)})", *table(("POD", "NODE", "MESSAGE"), rows)]
-    if len(pods) > MAX_POD_ROWS:
-        lines.append(f"... and {len(pods) - MAX_POD_ROWS} more (-o json lists them all)")
-    return lines
-
-
-def _group(rows: Sequence[tuple[str, ...]], limit: int) -> list[tuple[str, ...]]:
-    """Rows as they are when they fit; otherwise rows alike but for their name share one line."""
-    if len(rows) <= limit:
-        return list(rows)
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for row in rows:
-        groups.setdefault(row[1:], []).append(row[0])
-    grouped = [
-        (f"{names[0]} (+{len(names) - 1} alike)" if len(names) > 1 else names[0], *rest)
-        for rest, names in groups.items()
-    ]
-    if len(grouped) > limit:
-        hidden = len(grouped) - limit + 1
-        grouped = [
-            *grouped[: limit - 1],
-            (f"... {hidden} more groups (-o json lists them all)", *("",) * (len(rows[0]) - 1)),
-        ]
-    return grouped
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."

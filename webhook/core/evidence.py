@@ -18,6 +18,8 @@ from typing import Any
 from webhook.core.sysctls import normalize_name
 
 FORBIDDEN_REASON = "SysctlForbidden"
+# Where evidence lives: the field selector the tracker, the reconciler, `doctor` and `patch --rescue` list pods with.
+FAILED_PODS = "status.phase=Failed"
 _NOT_ALLOWLISTED = re.compile(r'forbidden sysctl: "([^"]+)" not (?:allowlisted|whitelisted)')
 _HOST_NAMESPACE = re.compile(r'forbidden sysctl: "([^"]+)" not allowed with host (?:net|Net|IPC|ipc) enabled')
 

@@ -1,6 +1,6 @@
 """Reading parsed JSON without trusting its shape: the checks the decision and the patch share.
 
-A wrong shape raises `UnhandledObject`, which the edges turn into "admitted unchanged, with a
+A wrong shape raises `UnhandledObject`, which the callers turn into "admitted unchanged, with a
 warning". Objects are plain dicts and lists (see errors.py for why `dict`, not `Mapping`).
 """
 

@@ -1,8 +1,9 @@
 """`v4only doctor --webhook`, the pure part: is the installed webhook configuration safe, and is its TLS sound?
 
-The edge (`webhook/edges/doctor_webhook.py`) reads every MutatingWebhookConfiguration (plain dicts), the
+The command (`webhook/cli/doctor_webhook.py`) reads every MutatingWebhookConfiguration (plain dicts), the
 serving certificate (the Secret's `tls.crt`, and with `--served-by` what a replica serves) and the time;
-`check_webhook` turns them into a `WebhookReport`, and `render_table` / `render_json` print it.
+`check_webhook` turns them into a `WebhookReport` (the certificates are checked in webhook_tls.py), and
+`render_table` / `render_json` in webhook_report.py print it.
 
 What is checked, and what counts (shared/reference/kubernetes.md §5, shared/reference/peers.md):
 - each webhook of the configuration: `failurePolicy` Ignore (Fail, or unset, which the API defaults to Fail, is a
@@ -32,106 +33,26 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Literal
-
-import orjson
-from cryptography.x509.oid import NameOID
+from datetime import datetime
+from typing import Any
 
 from webhook.core import certs
-from webhook.core.text import problems_block, table
-
-Status = Literal["ok", "note", "problem"]
+from webhook.core.webhook_report import (
+    BUDGET_NOTE,
+    BUDGET_PROBLEM,
+    REQUEST_DEADLINE,
+    BudgetEntry,
+    Row,
+    ServingSource,
+    Status,
+    WebhookReport,
+)
+from webhook.core.webhook_tls import check_certificates
 
 NAME_LABEL = "kubernetes.io/metadata.name"
 ALWAYS_EXCLUDED = ("kube-system",)
 MAX_TIMEOUT = 5
 DEFAULT_TIMEOUT = 10  # admissionregistration/v1
-REQUEST_DEADLINE = 60  # the API server's default request timeout (--request-timeout)
-BUDGET_PROBLEM = REQUEST_DEADLINE // 2
-BUDGET_NOTE = 15
-EXPIRY_PROBLEM_DAYS = 7
-EXPIRY_NOTE_DAYS = 30
-_DAY = timedelta(days=1)
-
-
-@dataclass(frozen=True, slots=True)
-class ServingSource:
-    """A serving certificate as read by the edge: from the Secret, or from a live endpoint (`--served-by`).
-
-    `pem` is None when it could not be read; `error` then says why ("not found", "403 Forbidden", "no tls.crt",
-    "unreachable").
-    """
-
-    kind: Literal["secret", "served"]
-    where: str  # "NAMESPACE/NAME" for a Secret, "HOST:PORT" for an endpoint
-    pem: bytes | None
-    error: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"Secret {self.where}" if self.kind == "secret" else f"served by {self.where}"
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One check of one webhook: what was found, and its verdict."""
-
-    webhook: str
-    check: str
-    value: str
-    status: Status
-
-
-@dataclass(frozen=True, slots=True)
-class CertReport:
-    role: Literal["CA", "serving"]
-    source: str  # "caBundle", "Secret NS/NAME", "served by HOST:PORT"
-    subject: str
-    fingerprint: str
-    not_after: datetime
-    days_left: int
-    signed_by_bundle: bool | None  # serving certificates only
-    status: Status
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetEntry:
-    configuration: str
-    webhook: str
-    timeout: int
-    timeout_set: bool
-    reinvoked: bool
-
-    @property
-    def worst(self) -> int:
-        return self.timeout * (2 if self.reinvoked else 1)
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookReport:
-    configuration: str
-    namespace: str
-    found: bool
-    rows: tuple[Row, ...]
-    certificates: tuple[CertReport, ...]
-    budget: tuple[BudgetEntry, ...]
-    notes: tuple[str, ...]
-    problems: tuple[str, ...]
-    sources: tuple[ServingSource, ...] = field(default=())
-
-    @property
-    def budget_total(self) -> int:
-        return sum(e.timeout for e in self.budget)
-
-    @property
-    def budget_worst(self) -> int:
-        return sum(e.worst for e in self.budget)
-
-    @property
-    def exit_status(self) -> int:
-        return 1 if self.problems else 0
 
 
 # ---- checking ------------------------------------------------------------------------------------
@@ -164,7 +85,7 @@ def check_webhook(
         rows += hook_rows
         if bundle is not None:
             bundles[str(hook.get("name") or "")] = bundle
-    certificates = _check_certificates(hooks, bundles, serving, now, notes, problems)
+    certificates = check_certificates(hooks, bundles, serving, now, notes, problems)
     budget = tuple(_budget(configurations))
     worst = sum(e.worst for e in budget)
     if worst > BUDGET_NOTE:
@@ -402,156 +323,6 @@ def _bundle(hook: Mapping[str, Any]) -> tuple[bytes, str]:
 # ---- certificates --------------------------------------------------------------------------------
 
 
-def _check_certificates(
-    hooks: Sequence[Mapping[str, Any]],
-    bundles: Mapping[str, bytes],
-    serving: Sequence[ServingSource],
-    now: datetime,
-    notes: list[str],
-    problems: list[str],
-) -> tuple[CertReport, ...]:
-    reports: list[CertReport] = []
-    seen_serving: list[bytes] = []
-    dns = sorted(
-        {
-            f"{svc['name']}.{svc['namespace']}.svc"
-            for hook in hooks
-            if (svc := (hook.get("clientConfig") or {}).get("service") or {}).get("name") and svc.get("namespace")
-        }
-    )
-    secret_pem = next((s.pem for s in serving if s.kind == "secret" and s.pem), None)
-    for source in serving:
-        if source.pem is None:
-            _unreadable(source, notes, problems)
-            continue
-        try:
-            certs.load_cert(source.pem)
-        except certs.CertificateError:
-            problems.append(f"{source.label}: the certificate is not PEM")
-            continue
-        seen_serving.append(source.pem)
-        status: Status = "ok"
-        unsigned = [name for name, bundle in bundles.items() if not certs.chains_to(source.pem, bundle)]
-        if unsigned:
-            status = "problem"
-            problems.append(
-                f"{source.label}: certificate {_short(source.pem)} is not signed by a CA in the caBundle of "
-                f"{', '.join(unsigned)}: the API server refuses the TLS handshake, so those calls fail "
-                "(with failurePolicy Ignore pods are created without v4only)"
-            )
-        unnamed = [name for name in dns if not certs.covers(source.pem, dns_names=[name])]
-        if unnamed:
-            status = "problem"
-            problems.append(
-                f"{source.label}: certificate {_short(source.pem)} does not name {', '.join(unnamed)}, "
-                "the host the API server dials: it refuses the certificate"
-            )
-        status = _worse(status, _expiry(source.label, "certificate", source.pem, now, notes, problems))
-        if source.kind == "served" and secret_pem is not None and certs.fingerprint(secret_pem) != certs.fingerprint(
-            source.pem
-        ):
-            status = _worse(status, "note")
-            notes.append(
-                f"{source.label}: serves certificate {_short(source.pem)} but the Secret holds "
-                f"{_short(secret_pem)}: the replica has not reloaded it yet, or this is another installation"
-            )
-        signed = not unsigned if bundles else None
-        reports.append(_cert_report("serving", source.label, source.pem, now, signed, status))
-    cas: dict[str, bytes] = {}
-    for bundle in bundles.values():
-        for block in certs.split_pem_bundle(bundle):
-            cas.setdefault(certs.fingerprint(block), block)
-    for ca in cas.values():
-        used = not seen_serving or any(certs.issued_by(pem, ca) for pem in seen_serving)
-        label = f"caBundle CA {_subject(ca)}"
-        status = _expiry(label, "CA", ca, now, notes, problems, unused=not used)
-        reports.append(_cert_report("CA", "caBundle", ca, now, None, status))
-    return tuple(sorted(reports, key=lambda r: r.role))  # CAs first, then serving certificates in source order
-
-
-def _unreadable(source: ServingSource, notes: list[str], problems: list[str]) -> None:
-    namespace, _, name = source.where.partition("/")
-    if source.kind == "served":
-        problems.append(
-            f"{source.label}: no TLS certificate ({source.error or 'unreachable'}); is `kubectl port-forward` "
-            "running?"
-        )
-    elif source.error.startswith("403"):
-        notes.append(
-            f"{source.label} not readable ({source.error}): the serving certificate was not checked; grant `get` on "
-            f"secrets in {namespace}, or pass --served-by HOST:PORT (`kubectl port-forward -n {namespace} "
-            "svc/v4only 8443:443`)"
-        )
-    elif source.error == "not found":
-        problems.append(
-            f"{source.label} not found: the webhook has no certificate to serve (`v4only certs --secret {name}`, "
-            "or check the cert-manager Certificate), or pass --secret"
-        )
-    else:
-        problems.append(f"{source.label}: {source.error}")
-
-
-def _expiry(
-    label: str, what: str, pem: bytes, now: datetime, notes: list[str], problems: list[str], *, unused: bool = False
-) -> Status:
-    expires = certs.not_after(pem)
-    day = expires.strftime("%Y-%m-%d")
-    days = _days_left(pem, now)
-    renew = "renew it (`v4only certs`, or check the cert-manager Certificate)"
-    status: Status
-    if now < certs.not_before(pem):
-        start = f"{certs.not_before(pem):%Y-%m-%d %H:%M}"
-        message, status = f"{label}: {what} {_short(pem)} is not valid before {start} UTC", "problem"
-    elif expires <= now:
-        message, status = f"{label}: {what} {_short(pem)} expired on {day}: {renew}", "problem"
-    elif days < EXPIRY_PROBLEM_DAYS:
-        message, status = f"{label}: {what} {_short(pem)} expires {day} (in {days} days): {renew} now", "problem"
-    elif days < EXPIRY_NOTE_DAYS:
-        message, status = f"{label}: {what} {_short(pem)} expires {day} (in {days} days): {renew}", "note"
-    else:
-        return "ok"
-    if unused and status == "problem":
-        message, status = f"{message} (it signed none of the serving certificates seen)", "note"
-    (problems if status == "problem" else notes).append(message)
-    return status
-
-
-def _cert_report(
-    role: Literal["CA", "serving"], source: str, pem: bytes, now: datetime, signed: bool | None, status: Status
-) -> CertReport:
-    return CertReport(
-        role=role,
-        source=source,
-        subject=_subject(pem),
-        fingerprint=certs.fingerprint(pem),
-        not_after=certs.not_after(pem),
-        days_left=_days_left(pem, now),
-        signed_by_bundle=signed,
-        status=status,
-    )
-
-
-def _days_left(pem: bytes, now: datetime) -> int:
-    """Whole days until `notAfter` (rounded down; negative once expired)."""
-    return (certs.not_after(pem) - now) // _DAY
-
-
-def _subject(pem: bytes) -> str:
-    names = certs.load_cert(pem).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    value = names[0].value if names else ""
-    return f"CN={value if isinstance(value, str) else value.decode()}" if names else "(no CN)"
-
-
-def _short(pem: bytes) -> str:
-    """The first 16 hex digits of the SHA-256 fingerprint: enough to tell certificates apart on screen."""
-    return certs.fingerprint(pem)[:16]
-
-
-def _worse(a: Status, b: Status) -> Status:
-    order: tuple[Status, ...] = ("ok", "note", "problem")
-    return a if order.index(a) >= order.index(b) else b
-
-
 # ---- timeout budget ------------------------------------------------------------------------------
 
 
@@ -584,103 +355,3 @@ def _name(configuration: Mapping[str, Any]) -> str:
 
 
 # ---- rendering -----------------------------------------------------------------------------------
-
-
-def render_json(report: WebhookReport) -> str:
-    doc = {
-        "configuration": report.configuration,
-        "namespace": report.namespace,
-        "found": report.found,
-        "checks": [
-            {"webhook": r.webhook, "check": r.check, "value": r.value, "status": r.status} for r in report.rows
-        ],
-        "certificates": [
-            {
-                "role": c.role,
-                "source": c.source,
-                "subject": c.subject,
-                "fingerprint": c.fingerprint,
-                "notAfter": c.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "daysLeft": c.days_left,
-                "signedByCaBundle": c.signed_by_bundle,
-                "status": c.status,
-            }
-            for c in report.certificates
-        ],
-        "timeouts": {
-            "webhooks": [
-                {
-                    "configuration": e.configuration,
-                    "webhook": e.webhook,
-                    "timeoutSeconds": e.timeout,
-                    "timeoutSet": e.timeout_set,
-                    "reinvoked": e.reinvoked,
-                }
-                for e in report.budget
-            ],
-            "onceSeconds": report.budget_total,
-            "worstCaseSeconds": report.budget_worst,
-        },
-        "notes": list(report.notes),
-        "problems": list(report.problems),
-    }
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
-
-
-def render_table(report: WebhookReport) -> str:
-    hooks = list(dict.fromkeys(r.webhook for r in report.rows))
-    if report.found:
-        head = f"webhook configuration {report.configuration}: {len(hooks)} webhook{'s' if len(hooks) != 1 else ''}"
-    else:
-        head = f"webhook configuration {report.configuration}: not found"
-    lines = [f"{head}; v4only namespace: {report.namespace}", ""]
-    if report.rows:
-        rows = [
-            (r.webhook if i == 0 or report.rows[i - 1].webhook != r.webhook else "", r.check, r.value, _mark(r.status))
-            for i, r in enumerate(report.rows)
-        ]
-        lines += [f"WEBHOOKS ({len(hooks)})", *table(("WEBHOOK", "CHECK", "VALUE", "RESULT"), rows), ""]
-    cert_rows = [
-        (
-            c.role,
-            c.source,
-            c.subject,
-            c.fingerprint[:16],
-            f"{c.not_after:%Y-%m-%d} ({c.days_left} d)",
-            "-" if c.signed_by_bundle is None else "yes" if c.signed_by_bundle else "no",
-            _mark(c.status),
-        )
-        for c in report.certificates
-    ]
-    lines.append(f"CERTIFICATES ({len(cert_rows)})")
-    if cert_rows:
-        headers = ("ROLE", "SOURCE", "SUBJECT", "SHA-256", "EXPIRES", "SIGNED BY caBundle", "RESULT")
-        lines += table(headers, cert_rows)
-    else:
-        lines.append("(none read)")
-    budget_rows = [
-        (e.configuration, e.webhook, f"{e.timeout} s" + ("" if e.timeout_set else " (default)"),
-         "IfNeeded (x2)" if e.reinvoked else "Never", f"{e.worst} s")
-        for e in report.budget
-    ]
-    lines += ["", f"MUTATING WEBHOOKS CALLED FOR A POD CREATE ({len(budget_rows)}, in call order)"]
-    if budget_rows:
-        lines += table(("CONFIGURATION", "WEBHOOK", "TIMEOUT", "REINVOCATION", "WORST CASE"), budget_rows)
-    worst = report.budget_worst
-    verdict = "problem" if worst > BUDGET_PROBLEM else "note" if worst > BUDGET_NOTE else "ok"
-    lines.append(
-        f"total: {report.budget_total} s called once, {worst} s worst case with reinvocation "
-        f"(limit {BUDGET_PROBLEM} s, half the API server's {REQUEST_DEADLINE} s request deadline): {verdict}"
-    )
-    if report.notes:
-        lines += ["", f"NOTES ({len(report.notes)})", *(f"- {n}" for n in report.notes)]
-    lines.append("")
-    lines += problems_block(
-        report.problems,
-        none="no problems: the webhook cannot block pod creation, and its certificates chain and are current",
-    )
-    return "\n".join(lines) + "\n"
-
-
-def _mark(status: Status) -> str:
-    return {"ok": "ok", "note": "note", "problem": "PROBLEM"}[status]

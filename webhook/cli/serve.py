@@ -27,17 +27,16 @@ from uvicorn.server import HANDLED_SIGNALS
 
 from webhook.adapters.kube import KubeApi
 from webhook.adapters.tls import ReloadingTLS
+from webhook.cli.usage import UsageError, connect, load_settings, parse_labels
 from webhook.core import certs
 from webhook.core.capability import Capability
 from webhook.core.settings import Settings
-from webhook.edges.app import Lifecycle, create_app
-from webhook.edges.metrics import Metrics
-from webhook.edges.read_deadline import READ_DEADLINE_SECONDS, with_read_deadline
-from webhook.edges.reconciler import start_reconciler
-from webhook.edges.review_cmd import parse_labels
-from webhook.edges.state import ClusterState, UniformNamespaces
-from webhook.edges.tracker import start_tracker
-from webhook.edges.usage import UsageError, connect, load_settings
+from webhook.loops.state import ClusterState, UniformNamespaces
+from webhook.patcher.reconciler import start_reconciler
+from webhook.server.app import Lifecycle, create_app
+from webhook.server.metrics import Metrics
+from webhook.server.read_deadline import READ_DEADLINE_SECONDS, with_read_deadline
+from webhook.tracker.start import start_tracker
 
 log = logging.getLogger("webhook.serve")
 
@@ -214,7 +213,7 @@ def uvicorn_config(
         host=host,
         port=port,
         ssl_context_factory=lambda _config, _default: tls.context,
-        # httptools (what "auto" picks), with a deadline for reading each request: edges/read_deadline.py.
+        # httptools (what "auto" picks), with a deadline for reading each request: server/read_deadline.py.
         http=with_read_deadline(read_deadline),
         ws="none",  # no WebSocket upgrade: nothing but the documented paths is served
         interface="asgi3",

@@ -1,6 +1,6 @@
 """Exit statuses, the usage error every command shares, and the inputs every command loads the same way.
 
-(Kept apart from cli.py to avoid import cycles.)
+(Kept apart from main.py to avoid import cycles.)
 """
 
 from __future__ import annotations
@@ -32,3 +32,13 @@ def connect(args: argparse.Namespace, *, hint: str = "") -> KubeApi:
         return KubeApi.connect(kubeconfig=args.kubeconfig, context=args.context)
     except KubeError as error:
         raise UsageError(f"{error}{hint}") from None
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--namespace-labels: {item!r} is not key=value")
+        labels[key] = value
+    return labels

@@ -23,26 +23,25 @@ import orjson
 
 from webhook.adapters.kube import KubeError
 from webhook.adapters.kube_workloads import KINDS, WorkloadApi
+from webhook.adapters.progress import Progress
+from webhook.cli.cluster_facts import gather
+from webhook.cli.diffs import unified_yaml_diff
+from webhook.cli.usage import EXIT_OK, EXIT_PROBLEMS, UsageError, connect, load_settings
 from webhook.core import text
+from webhook.core.evidence import FAILED_PODS
 from webhook.core.patch import apply_patch
 from webhook.core.workload_plan import RESTARTED_AT, WorkloadPlan
-from webhook.edges import doctor
-from webhook.edges.diffs import unified_yaml_diff
-from webhook.edges.patcher import (
-    FAILED_PODS,
+from webhook.patcher.rescue import Rescuer, RescueReport
+from webhook.patcher.workloads import (
     ActionResult,
     EventRecorder,
     Executor,
     Planner,
-    Rescuer,
-    RescueReport,
     Scope,
     now_rfc3339,
     plan_scope,
     read_pods,
 )
-from webhook.edges.progress import Progress
-from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, UsageError, connect, load_settings
 
 DEFAULT_KINDS = ("deployments", "statefulsets", "daemonsets", "replicasets", "cronjobs", "pods")
 KIND_NAMES = {
@@ -164,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         progress.update("reading nodes, namespaces and kubelet configurations...", force=True)
         try:
-            facts = doctor.gather(api)
+            facts = gather(api)
         except KubeError as error:
             raise UsageError(f"cannot read the cluster: {error}") from None
         wapi = WorkloadApi(api)

@@ -1,7 +1,8 @@
-"""`v4only` command line: one sub-command per edge module.
+"""v4only: the admission webhook that keeps pods working where IPv6 is broken, and the commands around it.
 
-Each command module exposes `register(subparsers)`, which adds its parser and sets `func`, a callable
-taking the parsed arguments and returning the exit status (0 done, 1 problems found, 2 bad usage/input).
+One module of webhook/cli per command; each exposes `register(subparsers)`, which adds its parser and sets
+`func`, a callable taking the parsed arguments and returning the exit status (0 done, 1 problems found,
+2 bad usage/input).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from webhook import __version__
-from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, UsageError
+from webhook.cli.usage import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, UsageError
 
 __all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "UsageError", "main"]
 
@@ -28,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_registrars() -> list[Callable[[Any], None]]:
     # Imported here so `v4only --help` stays cheap and each command loads only what it needs.
-    from webhook.edges import certs_cmd, doctor, patch_cmd, review_cmd, serve
+    from webhook.cli import certs, doctor, patch, review, serve
 
-    return [serve.register, review_cmd.register, doctor.register, patch_cmd.register, certs_cmd.register]
+    return [serve.register, review.register, doctor.register, patch.register, certs.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,8 +20,8 @@ from typing import Any
 
 from webhook.adapters import cert_files, kube_certs, tls_probe
 from webhook.adapters.kube import KubeApi, KubeError
-from webhook.core import certs
-from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, UsageError
+from webhook.cli.usage import EXIT_OK, EXIT_PROBLEMS, UsageError
+from webhook.core import cert_renewal, certs
 
 DEFAULT_SERVICE = "v4only"
 DEFAULT_NAMESPACE = "v4only-system"
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(
     args: argparse.Namespace,
-    request: certs.CertRequest,
+    request: cert_renewal.CertRequest,
     mwc_name: str | None,
     served_by: list[tuple[str, int]],
     api: Any,
@@ -129,7 +129,7 @@ def _run(
 ) -> int:
     stored = _read_stored(args, api, mwc_name)
     served = _observe_served(args, api, served_by)
-    plan = certs.plan_certs(
+    plan = cert_renewal.plan_certs(
         request, ca=stored.ca, serving=stored.serving, trusted=stored.trusted, served=served, now=now
     )
     for note in plan.notes:
@@ -218,7 +218,7 @@ def _observe_served(args: argparse.Namespace, api: Any, served_by: list[tuple[st
     return served
 
 
-def _request_from(args: argparse.Namespace) -> certs.CertRequest:
+def _request_from(args: argparse.Namespace) -> cert_renewal.CertRequest:
     if args.no_webhook_configuration and args.webhook_configuration:
         raise UsageError("--webhook-configuration and --no-webhook-configuration exclude each other")
     if not args.secret and args.ca_secret != DEFAULT_CA_SECRET:
@@ -233,7 +233,7 @@ def _request_from(args: argparse.Namespace) -> certs.CertRequest:
     dns_names = certs.service_dns_names(args.service, args.namespace)
     dns_names += [name for name in args.dns_name if name not in dns_names]
     try:
-        return certs.CertRequest(
+        return cert_renewal.CertRequest(
             dns_names=tuple(dns_names),
             ip_addresses=tuple(args.ip_address),
             renew_before=parse_duration(args.renew_before),

@@ -4,7 +4,7 @@ The reading is here; the judging is pure (`webhook.core.webhook_check`). Reads: 
 MutatingWebhookConfiguration (one `list`: v4only's own and the others, whose timeouts add up with v4only's), the
 serving Secret's `tls.crt` (a 403 is reported and the rest is still checked), and with `--served-by HOST:PORT`
 the certificate a replica actually serves (through `kubectl port-forward`, for example). Permissions:
-`webhook/edges/rbac_used.py` DOCTOR_WEBHOOK. Exit status: 0 no problems, 1 problems, 2 bad usage or a cluster
+`webhook/adapters/rbac_used.py` DOCTOR_WEBHOOK. Exit status: 0 no problems, 1 problems, 2 bad usage or a cluster
 that cannot be read (one line on stderr).
 """
 
@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 
 from webhook.adapters import kube_certs, tls_probe
 from webhook.adapters.kube import KubeApi, KubeError
-from webhook.core.webhook_check import ServingSource, check_webhook, render_json, render_table, service_host
-from webhook.edges.usage import UsageError, connect
+from webhook.cli.usage import UsageError, connect
+from webhook.core.webhook_check import check_webhook, service_host
+from webhook.core.webhook_report import ServingSource, render_json, render_table
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ duration, never by comparing `renewTime` with its clock (replicas' clocks may di
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any
 from webhook.adapters.kube import KubeApi, KubeError
 
 log = logging.getLogger("webhook.leader")
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +153,14 @@ def _spec(lease: Mapping[str, Any]) -> Mapping[str, Any]:
 def _seconds(value: float) -> int:
     # leaseDurationSeconds is an int32 in the API.
     return max(1, round(value))
+
+
+def default_lease_namespace() -> str:
+    """This pod's namespace ($POD_NAMESPACE or the service account's), else v4only-system."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as handle:
+            return handle.read().strip() or "v4only-system"
+    except OSError:
+        return "v4only-system"

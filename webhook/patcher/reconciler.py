@@ -32,25 +32,26 @@ from typing import Any
 
 from webhook.adapters.kube import KubeApi, KubeError
 from webhook.adapters.kube_workloads import WorkloadApi
+from webhook.adapters.progress import Progress
 from webhook.core import keys
+from webhook.core.evidence import FAILED_PODS
 from webhook.core.settings import Settings
 from webhook.core.workload_plan import Strategy, WorkloadPlan, refused_by_sysctl
-from webhook.edges.leader import LeaderElector, LeaseTimings
-from webhook.edges.patcher import (
-    FAILED_PODS,
+from webhook.loops.backoff import Backoff
+from webhook.loops.leader import LeaderElector, LeaseTimings, default_lease_namespace
+from webhook.loops.state import ClusterState
+from webhook.loops.stats import Stats
+from webhook.patcher.rescue import Rescuer
+from webhook.patcher.workloads import (
     EventRecorder,
     Executor,
     Planner,
-    Rescuer,
     Scope,
     now_rfc3339,
     plan_scope,
     read_pods,
     trim_pod,
 )
-from webhook.edges.progress import Progress
-from webhook.edges.state import ClusterState
-from webhook.edges.tracker import Backoff, Stats, default_lease_namespace
 
 log = logging.getLogger("webhook.reconciler")
 

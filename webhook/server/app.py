@@ -6,7 +6,7 @@ path is the only hot path, so the dispatcher hands `/mutate` straight to `Admiss
 the small endpoints (`/healthz`, `/readyz`, `/metrics`) through FastAPI. `bench/admission.py` keeps
 the figures honest: measured 2026-11-26 (server CPU per request, Chronicle pod, 16 connections), this
 edge with a fixed answer costs ~25 us against the floor server's ~23 us; a replica answered from the
-replica cache (edges/replay.py) ~30 us; a new pod (orjson parse, decision, patch, response) ~60 us.
+replica cache (server/replay.py) ~30 us; a new pod (orjson parse, decision, patch, response) ~60 us.
 What is left to gain is in that work, not in HTTP.
 
 Error channels (core/errors.py): a malformed call gets HTTP 400 with `{"error": ...}`; a body over
@@ -32,9 +32,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webhook.core.admission import Review, build_response, parse_review, review_request
 from webhook.core.errors import InvalidReview
 from webhook.core.settings import Settings
-from webhook.edges.metrics import Metrics
-from webhook.edges.replay import ReplayCache, split_uid
-from webhook.edges.state import ClusterState, View
+from webhook.loops.state import ClusterState, View
+from webhook.server.metrics import Metrics
+from webhook.server.replay import ReplayCache, split_uid
 
 log = logging.getLogger("webhook.admission")
 

@@ -1,14 +1,14 @@
 """The Kubernetes API permissions of the workload patcher, as (apiGroup, resource, verb) triples.
 
-Kept next to the code that makes the calls (`webhook/adapters/kube_workloads.py`, used by `patcher.py`,
-`patch_cmd.py` and `reconciler.py`). The tests against the fake API server check that each command
+Kept next to the code that makes the calls (`webhook/adapters/kube_workloads.py`, used by webhook/patcher
+and `webhook/cli/patch.py`). The tests against the fake API server check that each command
 makes no call outside its set, and the optional ClusterRole in manifests/patcher/ must grant exactly
-`PATCHER`: what the patcher uses beyond what `v4only serve` already has (webhook/edges/rbac_used.py).
+`PATCHER`: what the patcher uses beyond what `v4only serve` already has (webhook/adapters/rbac_used.py).
 """
 
 from __future__ import annotations
 
-from webhook.edges.rbac_used import DOCTOR, LABEL_PUBLISHER, SERVE, Permission
+from webhook.adapters.rbac_used import DOCTOR, LABEL_PUBLISHER, SERVE, Permission
 
 _APPS = ("deployments", "statefulsets", "daemonsets", "replicasets")
 _EVENTS: Permission = ("events.k8s.io", "events", "create")  # an Event on each workload changed

@@ -18,6 +18,8 @@ import yaml
 
 from webhook.adapters import files
 from webhook.adapters.kube import KubeError
+from webhook.cli.diffs import unified_yaml_diff
+from webhook.cli.usage import UsageError, connect, parse_labels
 from webhook.core import keys
 from webhook.core.admission import build_response, parse_review, review_request
 from webhook.core.capability import Capability, node_facts_from_object
@@ -26,8 +28,6 @@ from webhook.core.errors import InvalidReview, UnhandledObject
 from webhook.core.patch import Op, apply_patch, plan_patch
 from webhook.core.settings import Settings
 from webhook.core.workloads import namespace_of, pod_template
-from webhook.edges.diffs import unified_yaml_diff
-from webhook.edges.usage import UsageError, connect
 
 OUTPUTS = ("diff", "yaml", "json", "review")
 
@@ -108,26 +108,16 @@ def _from_cluster(
     args: argparse.Namespace, settings: Settings
 ) -> tuple[Capability, Mapping[str, Mapping[str, str]]]:
     """Live capability and namespace labels, read the way `doctor` reads them."""
-    from webhook.edges import doctor  # only this path talks to a cluster
+    from webhook.cli.cluster_facts import gather  # only this path talks to a cluster
 
     api = connect(args, hint=" (or give --nodes FILE or --assume allowed|forbidden)")
     try:
-        facts = doctor.gather(api)
+        facts = gather(api)
     except KubeError as error:
         raise UsageError(f"cannot read the cluster: {error}") from None
     finally:
         api.close()
     return facts.capability(settings), facts.namespaces
-
-
-def parse_labels(text: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--namespace-labels: {item!r} is not key=value")
-        labels[key] = value
-    return labels
 
 
 def capability_from_file(path: str, settings: Settings) -> Capability:

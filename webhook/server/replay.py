@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from webhook.core.admission import Review
-from webhook.edges.state import View
+from webhook.loops.state import View
 
 _ANCHOR = b'"request":{"uid":"'
 _PLAIN_UID = re.compile(rb"[0-9A-Za-z._:-]{1,128}")

@@ -1,0 +1,2 @@
+"""The workload patcher: plan and apply the remedy to workloads (`v4only patch`), rescue refused pods, and
+the reconciler loop of `serve --reconcile`."""

@@ -1,0 +1,1 @@
+"""The admission webhook's HTTP path: the app, its replica cache, the read deadline, the metrics."""

@@ -1,0 +1,29 @@
+"""The tracker's timings, in one place: the defaults suit a cluster, tests shrink them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from webhook.loops.leader import LeaseTimings
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """Timings; the defaults suit a cluster, tests shrink them."""
+
+    # Server-side end of each watch. Shorter than client-go's 5-10 min on purpose: a watch that hangs without
+    # closing keeps the snapshot "confirmed", so the watchdog below must fire well inside the freshness limit.
+    watch_timeout_seconds: int = 60
+    watch_grace_seconds: float = 15.0  # read timeout = timeout + grace: the hung-watch watchdog (75 s)
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    configz_refresh_seconds: float = 300.0
+    configz_workers: int = 4
+    initial_configz_wait_seconds: float = 10.0  # first publish waits this long for the first configz round
+    publish_interval_seconds: float = 0.25
+    confirm_interval_seconds: float = 5.0
+    lease_namespace: str = ""  # "" = this pod's namespace (POD_NAMESPACE, service account), else v4only-system
+    lease_name: str = "v4only-node-labels"
+    lease: LeaseTimings = field(default_factory=LeaseTimings)
+    label_resync_seconds: float = 60.0
+    identity: str = ""  # "" = hostname + random suffix
