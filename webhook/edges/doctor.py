@@ -23,7 +23,7 @@ from webhook.core.evidence import Rejection, rejection_from_pod
 from webhook.core.settings import Settings
 from webhook.edges import doctor_webhook
 from webhook.edges.tracker import FAILED_PODS
-from webhook.edges.usage import UsageError, connect, load_settings
+from webhook.edges.usage import KUBECONFIG_HELP, UsageError, connect, load_settings
 
 CONFIGZ_WORKERS = 8
 
@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "doctor", help="explain, per node and per namespace, what v4only does and what to fix"
     )
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    parser.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     parser.add_argument("--context", help="kubeconfig context")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.add_argument("--config", help="settings YAML (as in the v4only-config ConfigMap)")

@@ -42,7 +42,7 @@ from webhook.edges.patcher import (
     read_pods,
 )
 from webhook.edges.progress import Progress
-from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, UsageError, connect, load_settings
+from webhook.edges.usage import EXIT_OK, EXIT_PROBLEMS, KUBECONFIG_HELP, UsageError, connect, load_settings
 
 DEFAULT_KINDS = ("deployments", "statefulsets", "daemonsets", "replicasets", "cronjobs", "pods")
 KIND_NAMES = {
@@ -111,7 +111,7 @@ def register(subparsers: Any) -> None:
                         help=f"--rescue deletes at most N failed pods (default 100, at most {MAX_DELETIONS_LIMIT})")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--config", help="settings YAML (as in the v4only-config ConfigMap)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    parser.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     parser.add_argument("--context", help="kubeconfig context")
     parser.set_defaults(func=run)
 

@@ -27,7 +27,7 @@ from webhook.core.patch import Op, apply_patch, plan_patch
 from webhook.core.settings import Settings
 from webhook.core.workloads import namespace_of, pod_template
 from webhook.edges.diffs import unified_yaml_diff
-from webhook.edges.usage import UsageError, connect
+from webhook.edges.usage import KUBECONFIG_HELP, UsageError, connect
 
 OUTPUTS = ("diff", "yaml", "json", "review")
 
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     namespaces.add_argument("--namespace-labels", help="labels of the object's namespace: k=v,k2=v2")
     namespaces.add_argument("--namespace-file", help="Namespace objects (YAML/JSON) to take labels from")
     parser.add_argument("--config", help="settings YAML (as in the v4only-config ConfigMap)")
-    parser.add_argument("--kubeconfig", help="read capability and namespaces from this cluster")
+    parser.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     parser.add_argument("--context", help="kubeconfig context")
     parser.set_defaults(func=run)
 
