@@ -152,12 +152,14 @@ def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Se
         return "env", "no known schedulable node matches this pod's node constraints"
     allowed = (candidates & capability.allowed).bit_count()
     forbidden = (candidates & capability.forbidden).bit_count()
-    counts = f"{allowed} of {total} schedulable nodes allow {names}"
+    nodes = "node allows" if total == 1 else "nodes allow"  # "1 of 1 schedulable node allows ..."
+    counts = f"{allowed} of {total} schedulable {nodes} {names}"
     if allowed == total:
         return "sysctl", counts
     if allowed == 0:
         if forbidden == 0:
-            return "env", f"capability of the {total} schedulable nodes not known yet"
+            which = "the schedulable node" if total == 1 else f"the {total} schedulable nodes"
+            return "env", f"capability of {which} not known yet"
         return "env", f"{counts} {_ALLOWLIST_HINT}"
     if settings.mixed_clusters == "env":
         return "env", f"{counts}; mixedClusters is env"

@@ -25,7 +25,7 @@ from webhook.core.decision import Decision, decide
 from webhook.core.errors import InvalidReview, UnhandledObject
 from webhook.core.patch import Op, apply_patch, plan_patch
 from webhook.core.settings import Settings
-from webhook.core.workloads import namespace_of, pod_template
+from webhook.core.workloads import TEMPLATE_POINTERS, check_containers, namespace_of, pod_template
 from webhook.edges.diffs import unified_yaml_diff
 from webhook.edges.usage import KUBECONFIG_HELP, UsageError, connect
 
@@ -68,18 +68,21 @@ class Result:
     ops: tuple[Op, ...]
     decision: Decision | None
     warnings: tuple[str, ...]
-    response: dict[str, Any]
+    response: dict[str, Any] | None  # None: passed through (no pod template), as `kubectl apply` would leave it
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        documents = files.load_documents(files.read_text(args.file), source=_source(args.file))
+        documents = files.load_documents(files.read_input(args.file), source=files.source_name(args.file))
         inputs = _inputs(args)
     except files.InputError as error:
         raise UsageError(str(error)) from None
     if not documents:
         raise UsageError(f"{_source(args.file)} holds no documents")
     results = [_review_document(doc, inputs, index) for index, doc in enumerate(documents)]
+    passed = [_display_name(r.before) for r in results if r.response is None]
+    if passed:  # a kustomize build mixes ConfigMaps, Services... with workloads: not an error, said once
+        print(f"v4only review: passed through unchanged (no pod template): {', '.join(passed)}", file=sys.stderr)
     sys.stdout.write(render(results, args.output))
     return 0
 
@@ -131,7 +134,7 @@ def parse_labels(text: str) -> dict[str, str]:
 
 
 def capability_from_file(path: str, settings: Settings) -> Capability:
-    nodes = [d for d in files.load_documents(files.read_text(path), source=path) if _kind(d) == "Node"]
+    nodes = [d for d in files.load_documents(files.read_input(path), source=path) if _kind(d) == "Node"]
     if not nodes:
         raise UsageError(f"{path} holds no Node objects")
     facts = [node_facts_from_object(n) for n in nodes]
@@ -142,7 +145,7 @@ def capability_from_file(path: str, settings: Settings) -> Capability:
 
 def namespaces_from_file(path: str) -> dict[str, Mapping[str, str]]:
     found: dict[str, Mapping[str, str]] = {}
-    for doc in files.load_documents(files.read_text(path), source=path):
+    for doc in files.load_documents(files.read_input(path), source=path):
         if _kind(doc) == "Namespace":
             meta = doc.get("metadata") or {}
             found[str(meta.get("name", ""))] = dict(meta.get("labels") or {})
@@ -164,8 +167,14 @@ def _review_document(doc: Any, inputs: Inputs, index: int) -> Result:
         return _review_admission(doc, inputs, index)
     if not isinstance(doc, Mapping):
         raise UsageError(f"document {index + 1} is not an object")
+    kind = doc.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise UsageError(f"document {index + 1} has no kind")
+    if kind not in TEMPLATE_POINTERS:
+        return Result(doc, doc, (), None, (), None)
     try:
         template, pointer = pod_template(doc)
+        check_containers(template)  # whatever the decision: it must not depend on the assumption given
         namespace = namespace_of(doc)
         decision = decide(
             template,
@@ -176,7 +185,7 @@ def _review_document(doc: Any, inputs: Inputs, index: int) -> Result:
         )
         plan = plan_patch(template, decision, inputs.settings, base=pointer)
     except UnhandledObject as error:
-        raise UsageError(f"document {index + 1} ({_kind(doc)}): {error}") from None
+        raise UsageError(f"document {index + 1} ({_display_name(doc)}): {error}") from None
     warnings = (decision.reason, *decision.notes, *plan.warnings) if decision.managed else ()
     uid = f"v4only-review-{index + 1}"
     response = build_response(uid, ops=plan.ops, warnings=list(warnings))
@@ -203,13 +212,14 @@ def _review_admission(doc: Mapping[str, Any], inputs: Inputs, index: int) -> Res
 
 
 def render(results: list[Result], output: str) -> str:
+    """`yaml`/`json` keep every object in place and in order; `diff`/`review` show the reviewed ones."""
     if output == "review":
-        return _json([r.response for r in results])
+        return _json([r.response for r in results if r.response is not None])
     if output == "json":
         return _json([r.after for r in results])
     if output == "yaml":
-        return yaml.safe_dump_all([r.after for r in results], sort_keys=False)
-    return "".join(_render_diff(r) for r in results)
+        return yaml.safe_dump_all([r.after for r in results], sort_keys=False, allow_unicode=True)
+    return "".join(_render_diff(r) for r in results if r.response is not None)
 
 
 def _json(items: list[Any]) -> str:
@@ -237,6 +247,7 @@ def _render_diff(result: Result) -> str:
 def _display_name(obj: Any) -> str:
     if not isinstance(obj, Mapping):
         return "object"
-    meta = obj.get("metadata") or {}
-    name = meta.get("name") or (str(meta.get("generateName", "")) + "*") if isinstance(meta, Mapping) else "?"
-    return f"{obj.get('kind', 'Pod')}/{name}"
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    name = meta.get("name") or (f"{meta['generateName']}*" if meta.get("generateName") else "(no name)")
+    return f"{obj.get('kind') or 'Pod'}/{name}"
