@@ -65,7 +65,12 @@ class TrackerConfig:
     watch_grace_seconds: float = 15.0  # read timeout = timeout + grace: the hung-watch watchdog (75 s)
     backoff_initial_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
-    configz_refresh_seconds: float = 300.0
+    # Every kubelet's configz is re-read on a timer that follows the cluster's size: every
+    # `configz_refresh_min_seconds` while that stays under `configz_reads_per_second` in all (a handful of
+    # nodes: 30 s), else as often as that rate allows (1,000 nodes: every 200 s; 5,000: every 1,000 s).
+    # A kubelet restart shows sooner, as a new bootID or version or a change of its Ready condition.
+    configz_refresh_min_seconds: float = 30.0
+    configz_reads_per_second: float = 5.0
     configz_workers: int = 4
     initial_configz_wait_seconds: float = 10.0  # first publish waits this long for the first configz round
     publish_interval_seconds: float = 0.25
@@ -116,6 +121,7 @@ class Inventory:
         self._managed = tuple(managed)
         self._nodes: dict[str, NodeFacts] = {}
         self._kubelets: dict[str, tuple[str, str]] = {}  # node -> (bootID, kubeletVersion)
+        self._ready_since: dict[str, str] = {}  # node -> its Ready condition's lastTransitionTime
         self._last_allowlist: dict[str, tuple[str, ...]] = {}  # node -> last allowlist actually read
         self._unread: set[str] = set()  # nodes whose configz has not answered since they (re)appeared
         self._evidence: dict[str, tuple[str, frozenset[str]]] = {}  # pod uid -> (node, refused names)
@@ -141,23 +147,32 @@ class Inventory:
     def upsert_node(self, obj: Mapping[str, Any]) -> tuple[str, bool, bool]:
         """(name, facts changed, configz must be read): new node, or its kubelet restarted or changed."""
         facts = node_facts_from_object(obj)
-        info = (obj.get("status") or {}).get("nodeInfo") or {}
+        status = obj.get("status") or {}
+        info = status.get("nodeInfo") or {}
         kubelet = (str(info.get("bootID") or ""), facts.kubelet_version)
+        ready_since = _ready_transition(status)
         old, old_kubelet = self._nodes.get(facts.name), self._kubelets.get(facts.name)
         restarted = old_kubelet is not None and old_kubelet != kubelet
         if restarted:
             self._dismiss(facts.name)
             self._last_allowlist.pop(facts.name, None)
+        # A kubelet restarted in place (MicroK8s `microk8s stop; start` keeps bootID and version) shows as a
+        # change of its Ready condition (a short NotReady): its configuration may be new in either direction,
+        # so it counts as unknown until configz answers again. Evidence stays until that answer differs.
+        reconfigured = old is not None and self._ready_since.get(facts.name, ready_since) != ready_since
+        self._ready_since[facts.name] = ready_since
         # The allowlist comes from configz only (the annotation is for offline review); unknown after a restart.
-        allowlist = old.allowlist if old is not None and not restarted else None
+        allowlist = old.allowlist if old is not None and not (restarted or reconfigured) else None
         facts = replace(facts, allowlist=allowlist)
         self._nodes[facts.name], self._kubelets[facts.name] = facts, kubelet
-        if old is None or restarted:
+        refetch = old is None or restarted or reconfigured
+        if refetch:
             self._unread.add(facts.name)
-        return facts.name, facts != old or restarted, old is None or restarted
+        return facts.name, facts != old or restarted, refetch
 
     def remove_node(self, name: str) -> bool:
         self._kubelets.pop(name, None)
+        self._ready_since.pop(name, None)
         self._unread.discard(name)
         self._last_allowlist.pop(name, None)
         return self._nodes.pop(name, None) is not None
@@ -179,6 +194,9 @@ class Inventory:
 
     def has_node(self, name: str) -> bool:
         return name in self._nodes
+
+    def node_count(self) -> int:
+        return len(self._nodes)
 
     def unread(self) -> frozenset[str]:
         """Nodes still waiting for their first configz answer: unknown for now, not known to be unknown."""
@@ -250,6 +268,20 @@ class Inventory:
 
     def namespace_labels(self) -> Mapping[str, Mapping[str, str]]:
         return MappingProxyType(dict(self._namespaces))
+
+
+def _ready_transition(status: Mapping[str, Any]) -> str:
+    """When the node's Ready condition last changed ("" when it has none)."""
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return str(condition.get("lastTransitionTime") or "")
+    return ""
+
+
+def configz_refresh_seconds(nodes: int, config: TrackerConfig) -> float:
+    """How often each kubelet's configz is re-read: as often as the minimum allows while all reads together
+    stay under the rate limit towards the API server, else just under that limit."""
+    return max(config.configz_refresh_min_seconds, nodes / config.configz_reads_per_second)
 
 
 def _uid(obj: Mapping[str, Any]) -> str:
@@ -567,7 +599,8 @@ class _Coordinator(threading.Thread):
         self._nodes_dirty |= self._inventory.set_allowlist(answer.node, answer.allowlist)
         if self._inventory.has_node(answer.node):
             jitter = random.uniform(0.9, 1.1)
-            self._schedule(answer.node, time.monotonic() + self._config.configz_refresh_seconds * jitter)
+            interval = configz_refresh_seconds(self._inventory.node_count(), self._config)
+            self._schedule(answer.node, time.monotonic() + interval * jitter)
 
     # ---- publishing
 
