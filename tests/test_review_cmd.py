@@ -28,9 +28,11 @@ def test_diff_is_the_default_and_ends_with_the_decision(capsys: pytest.CaptureFi
     status, out, _ = review(capsys, str(CHRONICLE), "--nodes", str(NODES), NS)
     assert status == 0
     assert out.startswith("--- Deployment/chronicle-backend (as given)\n+++ Deployment/chronicle-backend (as admitted)\n")
-    assert "+        - name: UV_NO_SYNC\n" in out
+    assert "+        v4only.io/applied: env\n" in out
     reason = "env: 0 of 3 schedulable nodes allow net.ipv6.conf.all.disable_ipv6 (kubelet allowedUnsafeSysctls)"
-    assert out.endswith(f"decision: env\nreason: {reason}\n")
+    # The Chronicle container reads its environment through envFrom: kept, and said.
+    kept = "warning: env: 4 fallback variables left to envFrom in backend (an env entry would override it)\n"
+    assert out.endswith(f"decision: env\nreason: {reason}\n{kept}")
 
 
 def test_yaml_and_json_give_the_admitted_object_which_validates(capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,7 +61,9 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
         ops += removal
         if removed:
             warnings.append(f"v4only removed {', '.join(removed)} from the pod: it could not run here")
-        ops += _ensure_env(spec, settings.fallback_env, f"{base}/spec")
+        env_ops, env_warnings = _ensure_env(spec, settings.fallback_env, f"{base}/spec")
+        ops += env_ops
+        warnings += env_warnings
     if decision.dns:
         ops += _ensure_ndots(spec, settings.dns.ndots, f"{base}/spec")
     ops += _ensure_annotations(meta, {keys.APPLIED: remedy, keys.REASON: decision.reason}, f"{base}/metadata")
@@ -136,14 +138,49 @@ def _ensure_affinity(spec: Mapping[str, Any], path: str) -> list[Op]:
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
 
-def _ensure_env(spec: Mapping[str, Any], variables: Sequence[FallbackVar], path: str) -> list[Op]:
+def _ensure_env(spec: Mapping[str, Any], variables: Sequence[FallbackVar], path: str) -> tuple[list[Op], list[str]]:
+    """The fallback's operations, and a warning naming what `envFrom` may already set (left to the user)."""
     ops: list[Op] = []
+    kept: dict[str, list[str]] = {}  # variable -> containers whose envFrom may set it
     for list_name in CONTAINER_LISTS:
         containers = optional_list(spec.get(list_name), f"spec.{list_name}") or []
-        for i, container in enumerate(containers):
+        for i, raw in enumerate(containers):
             where = f"spec.{list_name}[{i}]"
-            ops += _container_env(required_mapping(container, where), variables, f"{path}/{list_name}/{i}", where)
-    return ops
+            container = required_mapping(raw, where)
+            shadowed = _from_env_from(container, variables, where)
+            wanted = [v for v in variables if v.name not in shadowed]
+            ops += _container_env(container, wanted, f"{path}/{list_name}/{i}", where)
+            for var in variables:  # in the settings' order: the warning reads the same every time
+                if var.name in shadowed:
+                    kept.setdefault(var.name, []).append(str(container.get("name") or where))
+    by_containers: dict[tuple[str, ...], list[str]] = {}
+    for name, containers in kept.items():
+        by_containers.setdefault(tuple(containers), []).append(name)
+    return ops, [_kept_warning(names, containers) for containers, names in by_containers.items()]
+
+
+def _from_env_from(container: Mapping[str, Any], variables: Sequence[FallbackVar], where: str) -> set[str]:
+    """The fallback's names that the container's `envFrom` may define, unless its own `env` already does.
+
+    An `env` entry wins over `envFrom` (core/v1 Container.envFrom), so an added entry would silently replace
+    the user's value. Appending through `$(NAME)` is not sound either: the kubelet expands it from what
+    envFrom gave (kubelet_pods.go makeEnvironmentVariables), but leaves the literal text `$(NAME)` when the
+    ConfigMap or Secret lacks the key, which Node.js and the JVM refuse at start. We cannot see the source
+    at admission, so the name is left alone and a warning says so.
+    """
+    sources = optional_list(container.get("envFrom"), f"{where}.envFrom") or []
+    prefixes = [str(optional_mapping(s, f"{where}.envFrom[]").get("prefix") or "") for s in sources]
+    own = {str(optional_mapping(e, f"{where}.env[]").get("name"))
+           for e in optional_list(container.get("env"), f"{where}.env") or []}
+    return {v.name for v in variables if v.name not in own and any(v.name.startswith(p) for p in prefixes)}
+
+
+def _kept_warning(names: Sequence[str], containers: Sequence[str]) -> str:
+    """One line under 120 characters (product.md), shortened where the lists are long."""
+    listed = ", ".join(containers) if len(", ".join(containers)) <= 30 else f"{len(containers)} containers"
+    tail = f" left to envFrom in {listed} (an env entry would override it)"
+    joined = ", ".join(names)
+    return f"env: {joined if len(joined) + len(tail) <= 114 else f'{len(names)} fallback variables'}{tail}"
 
 
 def _container_env(
