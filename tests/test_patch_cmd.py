@@ -146,14 +146,14 @@ def test_every_kind_with_the_template_strategy_applied(
     for kind, name in (("Deployment", "web"), ("StatefulSet", "db"), ("DaemonSet", "agent"),
                        ("ReplicaSet", "loose"), ("CronJob", "nightly")):
         template = _template(kube, kind, name)
-        assert "UV_NO_SYNC" in _env_names(template), kind
+        assert "NODE_OPTIONS" in _env_names(template), kind
         assert template["metadata"]["annotations"]["v4only.io/applied"] == "env"
         assert RESTARTED_AT not in template["metadata"]["annotations"]
     # The unowned ReplicaSet's pod was deleted (it re-creates it from the patched template); the bare pod
     # was deleted and created again, its change written in, unscheduled.
     assert kube.get_object("Pod", "loose-a1", "team") is None
     bare = kube.get_object("Pod", "bare", "team")
-    assert bare is not None and "nodeName" not in bare["spec"] and "UV_NO_SYNC" in _env_names(bare)
+    assert bare is not None and "nodeName" not in bare["spec"] and "NODE_OPTIONS" in _env_names(bare)
     assert {("Deployment", "web"), ("StatefulSet", "db"), ("DaemonSet", "agent")} <= {
         (k, n) for k, _, n in rollouts.completed}
     # Run again: the templates have it now.

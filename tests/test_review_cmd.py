@@ -31,7 +31,7 @@ def test_diff_is_the_default_and_ends_with_the_decision(capsys: pytest.CaptureFi
     assert "+        v4only.io/applied: env\n" in out
     reason = "env: 0 of 3 schedulable nodes allow net.ipv6.conf.all.disable_ipv6 (kubelet allowedUnsafeSysctls)"
     # The Chronicle container reads its environment through envFrom: kept, and said.
-    kept = "warning: env: 4 fallback variables left to envFrom in backend (an env entry would override it)\n"
+    kept = "warning: env: NODE_OPTIONS, JAVA_TOOL_OPTIONS left to envFrom in backend (an env entry would override it)\n"
     assert out.endswith(f"decision: env\nreason: {reason}\n{kept}")
 
 
@@ -77,7 +77,7 @@ def test_every_workload_kind_is_reviewed_through_its_template(
     node = admitted
     for part in pointer:
         node = node[part]
-    assert node["spec"]["containers"][0]["env"][0]["name"] == "UV_NO_SYNC"
+    assert node["spec"]["containers"][0]["env"][0]["name"] == "NODE_OPTIONS"
 
 
 def test_multi_document_yaml_reviews_each_and_json_lists_them(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from webhook.core import keys
 from webhook.core.decision import Decision
+from webhook.core.dns_remedy import dns_ops
 from webhook.core.placement import OWN_PIN
 from webhook.core.settings import FallbackVar, Settings
 from webhook.core.shapes import optional_list, optional_mapping, required_mapping
@@ -56,17 +57,23 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
         ops += _ensure_sysctls(spec, settings, f"{base}/spec")
     if remedy == "sysctl+affinity":
         ops += _ensure_affinity(spec, f"{base}/spec")
+    variables: tuple[FallbackVar, ...] = ()
     if remedy == "env":
         removal, removed = _remove_sysctls(spec, settings, f"{base}/spec")
         ops += removal
         if removed:
             warnings.append(f"v4only removed {', '.join(removed)} from the pod: it could not run here")
-        env_ops, env_warnings = _ensure_env(spec, settings.fallback_env, f"{base}/spec")
+        variables += settings.fallback_env
+    if decision.uv_offline:
+        variables += settings.uv_offline_env
+    if variables:
+        env_ops, env_warnings = _ensure_env(spec, variables, f"{base}/spec")
         ops += env_ops
         warnings += env_warnings
-    if decision.dns:
-        ops += _ensure_ndots(spec, settings.dns.ndots, f"{base}/spec")
-    ops += _ensure_annotations(meta, {keys.APPLIED: remedy, keys.REASON: decision.reason}, f"{base}/metadata")
+    if decision.dns is not None:
+        ops += dns_ops(spec, decision.dns, f"{base}/spec")
+    applied = decision.applied or remedy
+    ops += _ensure_annotations(meta, {keys.APPLIED: applied, keys.REASON: decision.reason}, f"{base}/metadata")
     return Plan(tuple(ops), tuple(warnings))
 
 
@@ -213,20 +220,6 @@ def _append_flag(entry: Mapping[str, Any], flag: str, path: str) -> list[Op]:
     if flag in text.split():
         return []
     return [_add(path, f"{text} {flag}" if text.strip() else flag)]
-
-
-def _ensure_ndots(spec: Mapping[str, Any], ndots: str, path: str) -> list[Op]:
-    option = {"name": "ndots", "value": ndots}
-    config = optional_mapping(spec.get("dnsConfig"), "spec.dnsConfig")
-    options = optional_list(config.get("options"), "spec.dnsConfig.options")
-    if spec.get("dnsConfig") is None:
-        return [_add(f"{path}/dnsConfig", {"options": [option]})]
-    if options is None:
-        return [_add(f"{path}/dnsConfig/options", [option])]
-    # The team's own ndots choice stands (Chronicle sets one): never override it.
-    if any(isinstance(o, dict) and o.get("name") == "ndots" for o in options):
-        return []
-    return [_add(f"{path}/dnsConfig/options/-", option)]
 
 
 def _add(path: str, value: Any) -> Op:

@@ -8,9 +8,10 @@ the server calls (`decide`, `plan_patch`, `review_request`), so the two can neve
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from webhook.core import keys
 from webhook.core.admission import build_response, parse_review, review_request
 from webhook.core.capability import Capability, node_facts_from_object
 from webhook.core.decision import Decision, decide
+from webhook.core.dns_remedy import MAX_NAMESERVERS, DnsFacts
 from webhook.core.errors import InvalidReview, UnhandledObject
 from webhook.core.patch import Op, apply_patch, plan_patch
 from webhook.core.settings import Settings
@@ -44,6 +46,14 @@ def register(subparsers: Any) -> None:
     namespaces = parser.add_mutually_exclusive_group()
     namespaces.add_argument("--namespace-labels", help="labels of the object's namespace: k=v,k2=v2")
     namespaces.add_argument("--namespace-file", help="Namespace objects (YAML/JSON) to take labels from")
+    dns = parser.add_argument_group("cluster DNS (offline; live review reads the DNS probe's published finding)")
+    dns.add_argument("--dns-trap", action="append", default=[], metavar="DOMAIN",
+                     help="a node search domain that answers NODATA (repeatable)")
+    dns.add_argument("--cluster-dns", action="append", default=[], metavar="IP",
+                     help="the cluster DNS address pods get (repeatable; kubelet clusterDNS)")
+    dns.add_argument("--cluster-domain", metavar="DOMAIN", help="the cluster domain (kubelet clusterDomain)")
+    dns.add_argument("--aaaa-blocked", choices=("nxdomain", "noerror-empty"),
+                     help="the cluster DNS hides AAAA records this way (a CoreDNS template)")
     parser.add_argument("--config", help="settings YAML (as in the v4only-config ConfigMap)")
     parser.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     parser.add_argument("--context", help="kubeconfig context")
@@ -100,6 +110,8 @@ def _inputs(args: argparse.Namespace) -> Inputs:
         capability = Capability.assume(args.assume, "--assume")
     else:
         capability, cluster_namespaces = _from_cluster(args, settings)
+    if args.dns_trap or args.cluster_dns or args.cluster_domain or args.aaaa_blocked:
+        capability = replace(capability, dns=dns_facts_from_flags(args))
     if args.namespace_file:
         return Inputs(settings, capability, namespaces_from_file(args.namespace_file), None)
     if args.namespace_labels is None and cluster_namespaces is not None:
@@ -121,6 +133,20 @@ def _from_cluster(
     finally:
         api.close()
     return facts.capability(settings), facts.namespaces
+
+
+def dns_facts_from_flags(args: argparse.Namespace) -> DnsFacts:
+    for address in args.cluster_dns:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise UsageError(f"--cluster-dns: {address!r} is not an IP address") from None
+    if len(args.cluster_dns) > MAX_NAMESERVERS:
+        raise UsageError(f"--cluster-dns: at most {MAX_NAMESERVERS} (the API server's dnsConfig limit)")
+    traps = tuple(domain.strip(".") for domain in args.dns_trap)
+    return DnsFacts(known=True, traps=traps, nameservers=tuple(args.cluster_dns),
+                    cluster_domain=args.cluster_domain.strip(".") if args.cluster_domain else None,
+                    aaaa_nxdomain=args.aaaa_blocked == "nxdomain")
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -186,7 +212,7 @@ def _review_document(doc: Any, inputs: Inputs, index: int) -> Result:
         plan = plan_patch(template, decision, inputs.settings, base=pointer)
     except UnhandledObject as error:
         raise UsageError(f"document {index + 1} ({_display_name(doc)}): {error}") from None
-    warnings = (decision.reason, *decision.notes, *plan.warnings) if decision.managed else ()
+    warnings = (*decision.warnings, *plan.warnings) if decision.managed else ()
     uid = f"v4only-review-{index + 1}"
     response = build_response(uid, ops=plan.ops, warnings=list(warnings))
     return Result(doc, apply_patch(doc, plan.ops), plan.ops, decision, warnings, response)
@@ -239,8 +265,9 @@ def _render_diff(result: Result) -> str:
     elif decision.remedy is None:
         lines.append(f"decision: not managed\nreason: {decision.reason}\n")
     else:
-        lines.append(f"decision: {decision.remedy}\nreason: {decision.reason}\n")
-    lines += [f"warning: {w}\n" for w in result.warnings if decision is None or w != decision.reason]
+        lines.append(f"decision: {decision.applied}\nreason: {decision.reason}\n")
+    shown = () if decision is None else (decision.lines or (decision.reason,))  # already on the reason line
+    lines += [f"warning: {w}\n" for w in result.warnings if w not in shown]
     return "".join(lines)
 
 
