@@ -199,14 +199,6 @@ def test_only_managed_sysctls_count_and_every_one_must_be_allowed() -> None:
         "env", f"env: 1 of 2 schedulable nodes allow {SYSCTL} (+1); no published node labels to pin to")
 
 
-def test_dns_remedy_only_when_enabled() -> None:
-    on = parse_settings({"dns": {"enabled": True, "ndots": "1"}})
-    assert decide(pod(), namespace="t", namespace_labels={}, capability=ALLOWING, settings=on).dns
-    assert not decide(pod(), namespace="t", namespace_labels={}, capability=ALLOWING, settings=SETTINGS).dns
-    assert not decide(pod(os={"name": "windows"}), namespace="t", namespace_labels={}, capability=ALLOWING,
-                      settings=on).dns
-
-
 @pytest.mark.parametrize("bad", [
     {"metadata": "x", "spec": {}},
     {"metadata": {"labels": ["v4only.io/inject"]}, "spec": {}},

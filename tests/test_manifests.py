@@ -518,14 +518,16 @@ def test_configmap_is_valid_settings(base: dict[tuple[str, str], dict[str, Any]]
     assert yaml.safe_load(text) == {
         "sysctls": [{"name": "net.ipv6.conf.all.disable_ipv6", "value": "1"}],
         "fallbackEnv": [
-            {"name": "UV_NO_SYNC", "value": "1", "mode": "set"},
-            {"name": "UV_PYTHON_DOWNLOADS", "value": "never", "mode": "set"},
             {"name": "NODE_OPTIONS", "value": "--dns-result-order=ipv4first", "mode": "append"},
             {"name": "JAVA_TOOL_OPTIONS", "value": "-Djava.net.preferIPv4Stack=true", "mode": "append"},
         ],
+        "uvOfflineEnv": [
+            {"name": "UV_NO_SYNC", "value": "1", "mode": "set"},
+            {"name": "UV_PYTHON_DOWNLOADS", "value": "never", "mode": "set"},
+        ],
         "excludedNamespaces": ["kube-system", NAMESPACE],
         "mixedClusters": "affinity",
-        "dns": {"enabled": False, "ndots": "1"},
+        "dns": {"mode": "auto", "probeNames": ["pypi.org"], "probeIntervalSeconds": 300},
     }
     (tmp_path / "config.yaml").write_text(text)
     load_settings(str(tmp_path / "config.yaml"))  # what `serve --config` will do with it

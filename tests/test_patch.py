@@ -15,6 +15,7 @@ from webhook.core.settings import Settings, parse_settings
 SETTINGS = Settings()
 SYSCTL = {"name": "net.ipv6.conf.all.disable_ipv6", "value": "1"}
 ENV = Decision("env", "env: test")
+UV_OFFLINE = Decision("env", "env: test", uv_offline=True)  # UV_NO_SYNC too (asked, or uv known to fail)
 SYSCTL_DECISION = Decision("sysctl", "sysctl: test")
 PINNED = Decision("sysctl+affinity", "sysctl+affinity: test")
 
@@ -60,8 +61,8 @@ def test_null_parents_are_treated_as_missing() -> None:
 def test_env_reaches_containers_and_init_containers_but_not_ephemeral_ones() -> None:
     p = pod(initContainers=[{"name": "init", "image": "i"}],
             ephemeralContainers=[{"name": "debug", "image": "busybox"}])
-    result = patched(p, ENV)
-    names = ["UV_NO_SYNC", "UV_PYTHON_DOWNLOADS", "NODE_OPTIONS", "JAVA_TOOL_OPTIONS"]
+    result = patched(p, UV_OFFLINE)
+    names = ["NODE_OPTIONS", "JAVA_TOOL_OPTIONS", "UV_NO_SYNC", "UV_PYTHON_DOWNLOADS"]
     assert [e["name"] for e in result["spec"]["containers"][0]["env"]] == names
     assert [e["name"] for e in result["spec"]["initContainers"][0]["env"]] == names
     assert "env" not in result["spec"]["ephemeralContainers"][0]
@@ -74,7 +75,7 @@ def test_env_respects_what_the_container_already_sets() -> None:
         {"name": "JAVA_TOOL_OPTIONS", "value": "-Xmx1g"},
         {"name": "UV_PYTHON_DOWNLOADS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
-    result = patched(pod(containers=[{"name": "app", "image": "a", "env": env}]), ENV)
+    result = patched(pod(containers=[{"name": "app", "image": "a", "env": env}]), UV_OFFLINE)
     assert result["spec"]["containers"][0]["env"] == [
         {"name": "UV_NO_SYNC", "value": "0"},
         {"name": "NODE_OPTIONS", "value": "--max-old-space-size=512 --dns-result-order=ipv4first"},
@@ -132,17 +133,6 @@ def test_pin_is_added_to_every_required_term(case: str, spec: dict[str, Any], ex
     assert result["spec"]["securityContext"]["sysctls"] == [SYSCTL]
 
 
-def test_dns_option_added_only_when_the_pod_has_no_ndots() -> None:
-    on = parse_settings({"dns": {"enabled": True, "ndots": "1"}})
-    decision = Decision("env", "env: test", dns=True)
-    assert patched(pod(), decision, on)["spec"]["dnsConfig"] == {"options": [{"name": "ndots", "value": "1"}]}
-    own = {"options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}
-    assert patched(pod(dnsConfig=own), decision, on)["spec"]["dnsConfig"] == own
-    other = {"nameservers": ["1.1.1.1"]}
-    assert patched(pod(dnsConfig=other), decision, on)["spec"]["dnsConfig"] == {
-        "nameservers": ["1.1.1.1"], "options": [{"name": "ndots", "value": "1"}]}
-
-
 def test_workload_templates_are_patched_under_their_pointer() -> None:
     template = pod()
     ops = plan_patch(template, SYSCTL_DECISION, SETTINGS, base="/spec/template").ops
@@ -162,3 +152,11 @@ def test_unmanaged_gets_nothing() -> None:
 def test_unreadable_specs_raise_a_clear_error(spec: dict[str, Any]) -> None:
     with pytest.raises(UnhandledObject):
         plan_patch({"metadata": {}, "spec": spec}, ENV, SETTINGS)
+
+
+def test_uv_offline_variables_only_when_the_decision_says_so() -> None:
+    """remedy-lab.md: UV_NO_SYNC breaks an image that relies on `uv run` to install at start."""
+    plain = patched(pod(), ENV)["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in plain] == ["NODE_OPTIONS", "JAVA_TOOL_OPTIONS"]
+    asked = patched(pod(), Decision("sysctl", "sysctl: test", uv_offline=True))["spec"]["containers"][0]["env"]
+    assert asked == [{"name": "UV_NO_SYNC", "value": "1"}, {"name": "UV_PYTHON_DOWNLOADS", "value": "never"}]

@@ -146,14 +146,14 @@ def test_every_kind_with_the_template_strategy_applied(
     for kind, name in (("Deployment", "web"), ("StatefulSet", "db"), ("DaemonSet", "agent"),
                        ("ReplicaSet", "loose"), ("CronJob", "nightly")):
         template = _template(kube, kind, name)
-        assert "UV_NO_SYNC" in _env_names(template), kind
+        assert "NODE_OPTIONS" in _env_names(template), kind
         assert template["metadata"]["annotations"]["v4only.io/applied"] == "env"
         assert RESTARTED_AT not in template["metadata"]["annotations"]
     # The unowned ReplicaSet's pod was deleted (it re-creates it from the patched template); the bare pod
     # was deleted and created again, its change written in, unscheduled.
     assert kube.get_object("Pod", "loose-a1", "team") is None
     bare = kube.get_object("Pod", "bare", "team")
-    assert bare is not None and "nodeName" not in bare["spec"] and "UV_NO_SYNC" in _env_names(bare)
+    assert bare is not None and "nodeName" not in bare["spec"] and "NODE_OPTIONS" in _env_names(bare)
     assert {("Deployment", "web"), ("StatefulSet", "db"), ("DaemonSet", "agent")} <= {
         (k, n) for k, _, n in rollouts.completed}
     # Run again: the templates have it now.
@@ -345,3 +345,24 @@ def test_patch_uses_only_its_declared_permissions(kube: FakeKube, tmp_path: Path
         ps.patch(kube, tmp_path, "-A", *argv)
     used = ps.permissions(kube)
     assert used <= rbac_patcher.PATCH_CMD, sorted(used - rbac_patcher.PATCH_CMD)
+
+
+def test_templates_without_metadata_are_patched(kube: FakeKube, tmp_path: Path, rollouts: RolloutSimulator) -> None:
+    """Valid, and common in hand-written manifests: a CronJob whose jobTemplate and pod template have no
+    metadata, a Deployment whose template has labels and null annotations (issue 11)."""
+    ps.forbidding_nodes(kube)
+    ps.namespace(kube, "team")
+    cron = objects.cronjob("bare-cron", "team")
+    del cron["spec"]["jobTemplate"]["metadata"], cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]
+    kube.put_object(cron)
+    web = objects.deployment("nulls", "team")
+    web["spec"]["template"]["metadata"]["annotations"] = None
+    kube.put_object(web)
+    status, out = ps.patch(kube, tmp_path, "-n", "team", "--kind", "cj,deploy", "--strategy", "template",
+                           "--dry-run=none")
+    assert status == 0, out
+    for kind, name in (("CronJob", "bare-cron"), ("Deployment", "nulls")):
+        template = _template(kube, kind, name)
+        assert template["metadata"]["annotations"]["v4only.io/applied"] == "env", kind
+        obj = kube.get_object(kind, name, "team")
+        validate({k: v for k, v in obj.items() if k != "status"})

@@ -3,6 +3,7 @@ and an unmanaged pod is never touched."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from tests.helpers import apply_ops, decode_patch, validate
 from webhook.core.admission import review_request
 from webhook.core.capability import Capability, NodeFacts, Taint
+from webhook.core.dns_remedy import DnsFacts
 from webhook.core.settings import Settings, parse_settings
 
 NAMES = st.sampled_from(["UV_NO_SYNC", "UV_PYTHON_DOWNLOADS", "NODE_OPTIONS", "JAVA_TOOL_OPTIONS", "HOME", "A"])
@@ -71,7 +73,13 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         spec["tolerations"] = [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
     if draw(st.booleans()):
-        spec["dnsConfig"] = {"options": [{"name": "ndots", "value": "5"}]} if draw(st.booleans()) else {}
+        spec["dnsConfig"] = draw(st.sampled_from([{}, {"options": [{"name": "ndots", "value": "5"}]},
+                                                  {"options": [{"name": "ndots", "value": "1"}, {"name": "edns0"}]},
+                                                  {"searches": ["corp.example"]}]))
+    if draw(st.integers(0, 4)) == 0:
+        spec["dnsPolicy"] = draw(st.sampled_from(["ClusterFirst", "Default", "None"]))
+        if spec["dnsPolicy"] == "None":
+            spec["dnsConfig"] = {"nameservers": ["1.1.1.1"]}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
@@ -80,7 +88,9 @@ def _node(name: str, zone: str, allowlist: tuple[str, ...] | None, tainted: bool
     return NodeFacts(name=name, labels={"zone": zone}, allowlist=allowlist, taints=taints)
 
 
-SETTINGS_CHOICES = [Settings(), parse_settings({"dns": {"enabled": True}, "mixedClusters": "affinity"})]
+SETTINGS_CHOICES = [Settings(), parse_settings({"dns": {"mode": "ndots"}, "mixedClusters": "affinity"}),
+                    parse_settings({"dns": {"mode": "cluster-search"}})]
+TRAP = DnsFacts(known=True, traps=("corp.example",), nameservers=("10.152.183.10",), cluster_domain="cluster.local")
 NODES = [_node("a1", "a", ("net.ipv6.*",)), _node("a2", "a", ()), _node("b1", "b", ("net.ipv6.*",), tainted=True),
          _node("b2", "b", None)]
 CAPABILITIES = [
@@ -88,6 +98,8 @@ CAPABILITIES = [
     Capability.build(NODES[:1], sysctl_names=Settings().sysctl_names, labels_published=False),
     Capability.assume("allowed", "test"),
     Capability.unknown("test"),
+    replace(Capability.build(NODES, sysctl_names=Settings().sysctl_names, labels_published=True), dns=TRAP),
+    replace(Capability.assume("forbidden", "test"), dns=replace(TRAP, aaaa_nxdomain=True)),
 ]
 NAMESPACES = st.sampled_from([{}, {"v4only.io/inject": "enabled"}, {"v4only.io/inject": "disabled"},
                               {"v4only.io/inject": "enabled", "pod-security.kubernetes.io/enforce": "baseline"}])
@@ -113,8 +125,14 @@ def test_patch_applies_validates_and_is_idempotent(pod, ns_labels, capability, c
         assert ops == [] and "warnings" not in response
     else:
         annotations = patched["metadata"]["annotations"]
-        assert annotations["v4only.io/applied"] in ("sysctl", "sysctl+affinity", "env", "none")
-        assert response["warnings"][0] == annotations["v4only.io/reason"]
+        assert annotations["v4only.io/applied"].removesuffix("+dns") in ("sysctl", "sysctl+affinity", "env", "none")
+        # Each remedy's line is its own warning; the reason joins them with "; " (product.md).
+        warnings = response["warnings"]
+        assert all(len(w) <= 120 for w in warnings)
+        dns_lines = [w for w in warnings if w.startswith("dns: ") and "left as it is" not in w
+                     and "not known" not in w]
+        assert annotations["v4only.io/applied"].endswith("+dns") == bool(dns_lines)
+        assert annotations["v4only.io/reason"] == "; ".join([warnings[0], *dns_lines])
         sysctl_names = {s["name"].replace("/", ".") for s in (patched["spec"].get("securityContext") or {}).get(
             "sysctls") or []}
         if annotations["v4only.io/applied"] == "env":  # a sysctl that could never run is gone

@@ -14,13 +14,14 @@ def test_defaults_follow_the_contract() -> None:
     settings = parse_settings(None)
     assert settings.sysctls == (Sysctl("net.ipv6.conf.all.disable_ipv6", "1"),)
     assert [(v.name, v.value, v.mode) for v in settings.fallback_env] == [
-        ("UV_NO_SYNC", "1", "set"),
-        ("UV_PYTHON_DOWNLOADS", "never", "set"),
         ("NODE_OPTIONS", "--dns-result-order=ipv4first", "append"),
         ("JAVA_TOOL_OPTIONS", "-Djava.net.preferIPv4Stack=true", "append"),
     ]
+    # product.md: UV_NO_SYNC only where uv's network start is known to fail, or where asked.
+    assert [(v.name, v.value, v.mode) for v in settings.uv_offline_env] == [
+        ("UV_NO_SYNC", "1", "set"), ("UV_PYTHON_DOWNLOADS", "never", "set")]
     assert settings.excluded_namespaces == {"kube-system", "v4only-system"}
-    assert (settings.mixed_clusters, settings.dns.enabled) == ("affinity", False)
+    assert (settings.mixed_clusters, settings.dns.mode, settings.dns.probe_names) == ("affinity", "auto", ("pypi.org",))
 
 
 def test_a_full_document() -> None:
@@ -30,13 +31,15 @@ def test_a_full_document() -> None:
         "fallbackEnv": [{"name": "UV_OFFLINE", "value": "1"}, {"name": "NODE_OPTIONS", "value": "--x", "mode": "append"}],
         "excludedNamespaces": ["kube-system", "v4only-system", "monitoring"],
         "mixedClusters": "env",
-        "dns": {"enabled": True, "ndots": "2"},
+        "dns": {"mode": "cluster-search", "probeNames": ["pypi.org", "files.pythonhosted.org"],
+                "probeIntervalSeconds": 60},
         "podSecurityDefault": "baseline",
         "capabilityMaxAgeSeconds": 120,
     })
     assert settings.sysctl_names == {"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"}
     assert settings.fallback_env == (FallbackVar("UV_OFFLINE", "1", "set"), FallbackVar("NODE_OPTIONS", "--x", "append"))
-    assert settings.mixed_clusters == "env" and settings.dns.ndots == "2"
+    assert settings.mixed_clusters == "env" and settings.dns.mode == "cluster-search"
+    assert settings.dns.probe_names == ("pypi.org", "files.pythonhosted.org") and settings.dns.probe_interval_seconds == 60
     assert settings.pod_security_default == "baseline" and settings.capability_max_age_seconds == 120.0
 
 
@@ -54,8 +57,11 @@ REFUSALS = [
     ({"fallbackEnv": [{"name": "A=B", "value": "1"}]}, "fallbackEnv[0].name: 'A=B' is not a valid environment"),
     ({"fallbackEnv": "UV_NO_SYNC=1"}, "fallbackEnv: expected a list, got str"),
     ({"mixedClusters": "sysctl"}, "mixedClusters: 'sysctl' is not one of affinity, env"),
-    ({"dns": {"enabled": "yes"}}, "dns.enabled: expected true or false, got 'yes'"),
-    ({"dns": {"ndots": "sixteen"}}, "dns.ndots: 'sixteen' is not a number from 0 to 15"),
+    ({"dns": {"mode": "on"}}, "dns.mode: 'on' is not one of auto, cluster-search, ndots, off"),
+    ({"dns": {"probeNames": ["pypi.org\n"]}}, "dns.probeNames: 'pypi.org\\n' is not a DNS name"),
+    ({"dns": {"probeIntervalSeconds": 0}}, "dns.probeIntervalSeconds: expected a positive number, got 0"),
+    ({"dns": {"enabled": True}}, "dns: unknown key 'enabled'"),
+    ({"uvOfflineEnv": [{"name": "A=B", "value": "1"}]}, "uvOfflineEnv[0].name: 'A=B' is not a valid environment"),
     ({"excludedNamespaces": ["a", 3]}, "excludedNamespaces[1]: expected a string"),
     ({"capabilityMaxAgeSeconds": 0}, "capabilityMaxAgeSeconds: expected a positive number, got 0"),
     (["sysctls"], "settings: expected a mapping, got list"),

@@ -28,7 +28,7 @@ FAST = TrackerConfig(
     watch_grace_seconds=1.0,
     backoff_initial_seconds=0.05,
     backoff_max_seconds=0.3,
-    configz_refresh_seconds=60.0,
+    configz_refresh_min_seconds=60.0,
     initial_configz_wait_seconds=3.0,
     publish_interval_seconds=0.02,
     confirm_interval_seconds=0.2,
@@ -126,12 +126,12 @@ def test_a_mixed_cluster_with_taints_and_a_node_selector(kube: FakeKube, tmp_pat
             "nodeSelector pool=a: k-1 (k-3 cordoned)": (
                 sc.decision(capability, nodeSelector={"pool": "a"}),
                 "sysctl",
-                f"sysctl: 1 of 1 schedulable nodes allow {sc.IPV6}",
+                f"sysctl: 1 of 1 schedulable node allows {sc.IPV6}",
             ),
             "nodeSelector pool=b": (
                 sc.decision(capability, nodeSelector={"pool": "b"}),
                 "env",
-                f"env: 0 of 1 schedulable nodes allow {sc.IPV6} (kubelet allowedUnsafeSysctls)",
+                f"env: 0 of 1 schedulable node allows {sc.IPV6} (kubelet allowedUnsafeSysctls)",
             ),
             "nodeSelector pool=gpu without the toleration": (
                 sc.decision(capability, nodeSelector={"pool": "gpu"}),
@@ -141,7 +141,7 @@ def test_a_mixed_cluster_with_taints_and_a_node_selector(kube: FakeKube, tmp_pat
             "nodeSelector pool=gpu with the toleration": (
                 sc.decision(capability, nodeSelector={"pool": "gpu"}, tolerations=TOLERATE_GPU),
                 "env",
-                f"env: 0 of 1 schedulable nodes allow {sc.IPV6} (kubelet allowedUnsafeSysctls)",
+                f"env: 0 of 1 schedulable node allows {sc.IPV6} (kubelet allowedUnsafeSysctls)",
             ),
         }
         for case, (got, remedy, reason) in cases.items():
@@ -383,3 +383,46 @@ def test_a_write_conflict_means_someone_else_won(kube: FakeKube, tmp_path: Path)
     elector = LeaderElector(api, namespace="v4only-system", name="lock", identity="x")
     assert not elector.try_acquire_or_renew()
     assert elector.try_acquire_or_renew()
+
+
+def _restart_kubelet_in_place(node: dict) -> None:
+    """`microk8s stop; microk8s start`: same bootID and version, the Ready condition changes (a short
+    NotReady, then Ready with a new lastTransitionTime)."""
+    for condition in node["status"]["conditions"]:
+        if condition["type"] == "Ready":
+            condition.update(lastTransitionTime="2099-01-01T00:00:00Z", status="True", reason="KubeletReady")
+
+
+def test_a_kubelet_allowlisted_and_restarted_in_place_is_picked_up_at_once(kube: FakeKube, tmp_path: Path) -> None:
+    """Issue 11: the admin allowlists the sysctl on mk-1 and restarts its kubelet; bootID and version stay."""
+    sc.forbidding(kube)
+    with tracking(kube, tmp_path) as (state, _):
+        _settled(state, {"mk-1": "forbidden", "mk-2": "forbidden"})
+        reads = kube.configz_count("mk-1")
+        kube.set_configz("mk-1", objects.kubelet_config((sc.IPV6,)))
+        time.sleep(0.3)
+        assert _verdicts(state)["mk-1"] == "forbidden"  # nothing has told the tracker yet (refresh: 60 s here)
+        sc.update_node(kube, "mk-1", _restart_kubelet_in_place)
+        _settled(state, {"mk-1": "allowed", "mk-2": "forbidden"})
+        assert kube.configz_count("mk-1") == reads + 1
+
+
+def test_a_kubelet_that_stops_allowing_is_not_chosen_without_a_failed_pod(kube: FakeKube, tmp_path: Path) -> None:
+    sc.allowing(kube)
+    with tracking(kube, tmp_path) as (state, _):
+        _settled(state, {"cp-1": "allowed", "w-1": "allowed", "w-2": "allowed"})
+        kube.set_configz("w-1", objects.kubelet_config(()))
+        sc.update_node(kube, "w-1", _restart_kubelet_in_place)
+        _settled(state, {"cp-1": "allowed", "w-1": "forbidden", "w-2": "allowed"})
+        assert sc.decision(_capability(state)).remedy != "sysctl"
+
+
+def test_the_configz_refresh_follows_the_cluster_size() -> None:
+    from webhook.tracker.config import configz_refresh_seconds
+
+    config = TrackerConfig()
+    # A handful of nodes: every 30 s, so a reconfigured kubelet shows within about a minute without any signal.
+    assert configz_refresh_seconds(3, config) == 30.0
+    # Thousands: no more than 5 configz reads per second towards the API server.
+    for nodes in (1_000, 5_000, 20_000):
+        assert nodes / configz_refresh_seconds(nodes, config) <= 5.0

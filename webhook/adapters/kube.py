@@ -51,14 +51,37 @@ def load_api_client(*, kubeconfig: str | None = None, context: str | None = None
 
     config: Any = untyped_config  # its loaders are untyped
     default = Path(os.path.expanduser("~/.kube/config"))
+    source = _config_source(kubeconfig, default)
     try:
-        if kubeconfig or context or os.environ.get("KUBECONFIG") or default.exists():
+        if source is not None or context:
             return config.new_client_from_config(config_file=kubeconfig, context=context, persist_config=False)
         configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)
         return client.ApiClient(configuration)
     except (config.ConfigException, OSError) as error:
-        raise KubeError(0, f"cannot load a Kubernetes client configuration: {error}") from None
+        reason = str(error).rstrip(".")
+        tried = (
+            f"{source}: {reason}"
+            if source
+            else f"tried --kubeconfig (not given), $KUBECONFIG (unset), {default} (missing), in-cluster ({reason})"
+        )
+        message = f"cannot load a Kubernetes client configuration: {tried}"
+        raise KubeError(0, message + NO_CONFIG_HINT) from None
+
+
+# What a newcomer with no kubeconfig needs; MicroK8s keeps its own apart from ~/.kube/config.
+NO_CONFIG_HINT = "; pass --kubeconfig FILE or set $KUBECONFIG (MicroK8s: microk8s config > ~/.kube/config)"
+
+
+def _config_source(kubeconfig: str | None, default: Path) -> str | None:
+    """Which kubeconfig the client will read, in the client's own order; None: the in-cluster service account."""
+    if kubeconfig:
+        return f"--kubeconfig {kubeconfig}"
+    if os.environ.get("KUBECONFIG"):
+        return f"$KUBECONFIG={os.environ['KUBECONFIG']}"
+    if default.exists():
+        return str(default)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from webhook.adapters import cert_files, kube_certs, tls_probe
 from webhook.adapters.kube import KubeApi, KubeError
-from webhook.cli.usage import EXIT_OK, EXIT_PROBLEMS, UsageError
+from webhook.cli.usage import EXIT_OK, EXIT_PROBLEMS, KUBECONFIG_HELP, UsageError, connect
 from webhook.core import cert_renewal, certs
 
 DEFAULT_SERVICE = "v4only"
@@ -87,7 +87,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-probe", action="store_true", help="do not contact the replicas")
     parser.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
-    parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG, in-cluster)")
+    parser.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     parser.add_argument("--context", help="kubeconfig context")
     parser.set_defaults(func=run)
 
@@ -107,10 +107,7 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     api: KubeApi | None = None
     if args.secret or mwc_name:
-        try:
-            api = KubeApi.connect(kubeconfig=args.kubeconfig, context=args.context)
-        except KubeError as error:
-            return _fail(str(error))
+        api = connect(args)  # like every command: no cluster configuration is a usage error (exit 2)
     try:
         return _run(args, request, mwc_name, served_by, api, now)
     except KubeError as error:

@@ -15,7 +15,7 @@ from typing import Any
 from webhook.adapters.kube import KubeError
 from webhook.cli import doctor_webhook
 from webhook.cli.cluster_facts import gather
-from webhook.cli.usage import UsageError, connect, load_settings
+from webhook.cli.usage import KUBECONFIG_HELP, UsageError, connect, load_settings
 from webhook.core.diagnosis import diagnose
 from webhook.core.diagnosis_render import render_json, render_table
 
@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "doctor", help="explain, per node and per namespace, what v4only does and what to fix"
     )
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    parser.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     parser.add_argument("--context", help="kubeconfig context")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.add_argument("--config", help="settings YAML (as in the v4only-config ConfigMap)")

@@ -26,7 +26,7 @@ from webhook.adapters.kube_workloads import KINDS, WorkloadApi
 from webhook.adapters.progress import Progress
 from webhook.cli.cluster_facts import gather
 from webhook.cli.diffs import unified_yaml_diff
-from webhook.cli.usage import EXIT_OK, EXIT_PROBLEMS, UsageError, connect, load_settings
+from webhook.cli.usage import EXIT_OK, EXIT_PROBLEMS, KUBECONFIG_HELP, UsageError, connect, load_settings
 from webhook.core import text
 from webhook.core.evidence import FAILED_PODS
 from webhook.core.patch import apply_patch
@@ -110,7 +110,7 @@ def register(subparsers: Any) -> None:
                         help=f"--rescue deletes at most N failed pods (default 100, at most {MAX_DELETIONS_LIMIT})")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--config", help="settings YAML (as in the v4only-config ConfigMap)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    parser.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     parser.add_argument("--context", help="kubeconfig context")
     parser.set_defaults(func=run)
 

@@ -8,9 +8,10 @@ the server calls (`decide`, `plan_patch`, `review_request`), so the two can neve
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -19,15 +20,16 @@ import yaml
 from webhook.adapters import files
 from webhook.adapters.kube import KubeError
 from webhook.cli.diffs import unified_yaml_diff
-from webhook.cli.usage import UsageError, connect, parse_labels
+from webhook.cli.usage import KUBECONFIG_HELP, UsageError, connect, parse_labels
 from webhook.core import keys
 from webhook.core.admission import build_response, parse_review, review_request
 from webhook.core.capability import Capability, node_facts_from_object
 from webhook.core.decision import Decision, decide
+from webhook.core.dns_remedy import MAX_NAMESERVERS, DnsFacts
 from webhook.core.errors import InvalidReview, UnhandledObject
 from webhook.core.patch import Op, apply_patch, plan_patch
 from webhook.core.settings import Settings
-from webhook.core.workloads import namespace_of, pod_template
+from webhook.core.workloads import TEMPLATE_POINTERS, check_containers, namespace_of, pod_template
 
 OUTPUTS = ("diff", "yaml", "json", "review")
 
@@ -44,8 +46,16 @@ def register(subparsers: Any) -> None:
     namespaces = parser.add_mutually_exclusive_group()
     namespaces.add_argument("--namespace-labels", help="labels of the object's namespace: k=v,k2=v2")
     namespaces.add_argument("--namespace-file", help="Namespace objects (YAML/JSON) to take labels from")
+    dns = parser.add_argument_group("cluster DNS (offline; live review reads the DNS probe's published finding)")
+    dns.add_argument("--dns-trap", action="append", default=[], metavar="DOMAIN",
+                     help="a node search domain that answers NODATA (repeatable)")
+    dns.add_argument("--cluster-dns", action="append", default=[], metavar="IP",
+                     help="the cluster DNS address pods get (repeatable; kubelet clusterDNS)")
+    dns.add_argument("--cluster-domain", metavar="DOMAIN", help="the cluster domain (kubelet clusterDomain)")
+    dns.add_argument("--aaaa-blocked", choices=("nxdomain", "noerror-empty"),
+                     help="the cluster DNS hides AAAA records this way (a CoreDNS template)")
     parser.add_argument("--config", help="settings YAML (as in the v4only-config ConfigMap)")
-    parser.add_argument("--kubeconfig", help="read capability and namespaces from this cluster")
+    parser.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     parser.add_argument("--context", help="kubeconfig context")
     parser.set_defaults(func=run)
 
@@ -68,18 +78,21 @@ class Result:
     ops: tuple[Op, ...]
     decision: Decision | None
     warnings: tuple[str, ...]
-    response: dict[str, Any]
+    response: dict[str, Any] | None  # None: passed through (no pod template), as `kubectl apply` would leave it
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        documents = files.load_documents(files.read_text(args.file), source=_source(args.file))
+        documents = files.load_documents(files.read_input(args.file), source=files.source_name(args.file))
         inputs = _inputs(args)
     except files.InputError as error:
         raise UsageError(str(error)) from None
     if not documents:
         raise UsageError(f"{_source(args.file)} holds no documents")
     results = [_review_document(doc, inputs, index) for index, doc in enumerate(documents)]
+    passed = [_display_name(r.before) for r in results if r.response is None]
+    if passed:  # a kustomize build mixes ConfigMaps, Services... with workloads: not an error, said once
+        print(f"v4only review: passed through unchanged (no pod template): {', '.join(passed)}", file=sys.stderr)
     sys.stdout.write(render(results, args.output))
     return 0
 
@@ -97,6 +110,8 @@ def _inputs(args: argparse.Namespace) -> Inputs:
         capability = Capability.assume(args.assume, "--assume")
     else:
         capability, cluster_namespaces = _from_cluster(args, settings)
+    if args.dns_trap or args.cluster_dns or args.cluster_domain or args.aaaa_blocked:
+        capability = replace(capability, dns=dns_facts_from_flags(args))
     if args.namespace_file:
         return Inputs(settings, capability, namespaces_from_file(args.namespace_file), None)
     if args.namespace_labels is None and cluster_namespaces is not None:
@@ -120,8 +135,22 @@ def _from_cluster(
     return facts.capability(settings), facts.namespaces
 
 
+def dns_facts_from_flags(args: argparse.Namespace) -> DnsFacts:
+    for address in args.cluster_dns:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise UsageError(f"--cluster-dns: {address!r} is not an IP address") from None
+    if len(args.cluster_dns) > MAX_NAMESERVERS:
+        raise UsageError(f"--cluster-dns: at most {MAX_NAMESERVERS} (the API server's dnsConfig limit)")
+    traps = tuple(domain.strip(".") for domain in args.dns_trap)
+    return DnsFacts(known=True, traps=traps, nameservers=tuple(args.cluster_dns),
+                    cluster_domain=args.cluster_domain.strip(".") if args.cluster_domain else None,
+                    aaaa_nxdomain=args.aaaa_blocked == "nxdomain")
+
+
 def capability_from_file(path: str, settings: Settings) -> Capability:
-    nodes = [d for d in files.load_documents(files.read_text(path), source=path) if _kind(d) == "Node"]
+    nodes = [d for d in files.load_documents(files.read_input(path), source=path) if _kind(d) == "Node"]
     if not nodes:
         raise UsageError(f"{path} holds no Node objects")
     facts = [node_facts_from_object(n) for n in nodes]
@@ -132,7 +161,7 @@ def capability_from_file(path: str, settings: Settings) -> Capability:
 
 def namespaces_from_file(path: str) -> dict[str, Mapping[str, str]]:
     found: dict[str, Mapping[str, str]] = {}
-    for doc in files.load_documents(files.read_text(path), source=path):
+    for doc in files.load_documents(files.read_input(path), source=path):
         if _kind(doc) == "Namespace":
             meta = doc.get("metadata") or {}
             found[str(meta.get("name", ""))] = dict(meta.get("labels") or {})
@@ -154,8 +183,14 @@ def _review_document(doc: Any, inputs: Inputs, index: int) -> Result:
         return _review_admission(doc, inputs, index)
     if not isinstance(doc, Mapping):
         raise UsageError(f"document {index + 1} is not an object")
+    kind = doc.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise UsageError(f"document {index + 1} has no kind")
+    if kind not in TEMPLATE_POINTERS:
+        return Result(doc, doc, (), None, (), None)
     try:
         template, pointer = pod_template(doc)
+        check_containers(template)  # whatever the decision: it must not depend on the assumption given
         namespace = namespace_of(doc)
         decision = decide(
             template,
@@ -166,8 +201,8 @@ def _review_document(doc: Any, inputs: Inputs, index: int) -> Result:
         )
         plan = plan_patch(template, decision, inputs.settings, base=pointer)
     except UnhandledObject as error:
-        raise UsageError(f"document {index + 1} ({_kind(doc)}): {error}") from None
-    warnings = (decision.reason, *decision.notes, *plan.warnings) if decision.managed else ()
+        raise UsageError(f"document {index + 1} ({_display_name(doc)}): {error}") from None
+    warnings = (*decision.warnings, *plan.warnings) if decision.managed else ()
     uid = f"v4only-review-{index + 1}"
     response = build_response(uid, ops=plan.ops, warnings=list(warnings))
     return Result(doc, apply_patch(doc, plan.ops), plan.ops, decision, warnings, response)
@@ -193,13 +228,14 @@ def _review_admission(doc: Mapping[str, Any], inputs: Inputs, index: int) -> Res
 
 
 def render(results: list[Result], output: str) -> str:
+    """`yaml`/`json` keep every object in place and in order; `diff`/`review` show the reviewed ones."""
     if output == "review":
-        return _json([r.response for r in results])
+        return _json([r.response for r in results if r.response is not None])
     if output == "json":
         return _json([r.after for r in results])
     if output == "yaml":
-        return yaml.safe_dump_all([r.after for r in results], sort_keys=False)
-    return "".join(_render_diff(r) for r in results)
+        return yaml.safe_dump_all([r.after for r in results], sort_keys=False, allow_unicode=True)
+    return "".join(_render_diff(r) for r in results if r.response is not None)
 
 
 def _json(items: list[Any]) -> str:
@@ -219,14 +255,16 @@ def _render_diff(result: Result) -> str:
     elif decision.remedy is None:
         lines.append(f"decision: not managed\nreason: {decision.reason}\n")
     else:
-        lines.append(f"decision: {decision.remedy}\nreason: {decision.reason}\n")
-    lines += [f"warning: {w}\n" for w in result.warnings if decision is None or w != decision.reason]
+        lines.append(f"decision: {decision.applied}\nreason: {decision.reason}\n")
+    shown = () if decision is None else (decision.lines or (decision.reason,))  # already on the reason line
+    lines += [f"warning: {w}\n" for w in result.warnings if w not in shown]
     return "".join(lines)
 
 
 def _display_name(obj: Any) -> str:
     if not isinstance(obj, Mapping):
         return "object"
-    meta = obj.get("metadata") or {}
-    name = meta.get("name") or (str(meta.get("generateName", "")) + "*") if isinstance(meta, Mapping) else "?"
-    return f"{obj.get('kind', 'Pod')}/{name}"
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    name = meta.get("name") or (f"{meta['generateName']}*" if meta.get("generateName") else "(no name)")
+    return f"{obj.get('kind') or 'Pod'}/{name}"

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from uvicorn.server import HANDLED_SIGNALS
 
 from webhook.adapters.kube import KubeApi
 from webhook.adapters.tls import ReloadingTLS
-from webhook.cli.usage import UsageError, connect, load_settings, parse_labels
+from webhook.cli.usage import KUBECONFIG_HELP, UsageError, connect, load_settings, parse_labels
 from webhook.core import certs
 from webhook.core.capability import Capability
 from webhook.core.settings import Settings
@@ -63,7 +64,7 @@ def register(subparsers: Any) -> None:
         help="with --dev: the static node capability (default allowed)",
     )
     parser.add_argument("--namespace-labels", help="with --dev: labels every namespace is taken to have (k=v,...)")
-    parser.add_argument("--kubeconfig", help="kubeconfig for the capability tracker (default: in-cluster)")
+    parser.add_argument("--kubeconfig", metavar="FILE", help=KUBECONFIG_HELP)
     parser.add_argument("--context", help="kubeconfig context")
     parser.add_argument(
         "--publish-node-labels",
@@ -99,15 +100,19 @@ class ServeOptions:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings(args.config)
-    serve(_dev_options(args, settings) if args.dev else _production_options(args, settings))
+    if not args.dev:
+        serve(_production_options(args, settings))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="v4only-dev-") as directory:  # the dev key goes with the process
+        serve(_dev_options(args, settings, Path(directory)))
     return 0
 
 
-def _dev_options(args: argparse.Namespace, settings: Settings) -> ServeOptions:
+def _dev_options(args: argparse.Namespace, settings: Settings, directory: Path) -> ServeOptions:
     if args.reconcile or args.publish_node_labels:
         raise UsageError("--dev has no cluster: --reconcile and --publish-node-labels need one")
     host = args.host or "127.0.0.1"
-    directory = Path(tempfile.mkdtemp(prefix="v4only-dev-"))
+    _check_port_free(host, args.port)  # before the "try it" line, which would point at someone else's server
     now = datetime.now(UTC)
     ca = certs.build_ca(common_name="v4only dev CA", now=now, days=30)
     serving = certs.build_serving_cert(
@@ -134,6 +139,15 @@ def _dev_options(args: argparse.Namespace, settings: Settings) -> ServeOptions:
         state=ClusterState.static(capability, UniformNamespaces(parse_labels(args.namespace_labels or ""))),
         drain_seconds=0.0,
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UsageError(f"cannot listen on {host}:{port}: {error.strerror} (choose another with --port)") from None
 
 
 def _production_options(args: argparse.Namespace, settings: Settings) -> ServeOptions:

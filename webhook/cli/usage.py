@@ -12,6 +12,8 @@ from webhook.adapters.kube import KubeApi, KubeError
 from webhook.core.settings import Settings
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+# The order the client loads in (adapters/kube.load_api_client); every command says the same.
+KUBECONFIG_HELP = "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)"
 
 
 class UsageError(Exception):

@@ -95,7 +95,7 @@ def review_request(
         return Review(build_response(uid, warnings=[f"v4only: pod admitted unchanged: {error}"]), "unhandled")
     if not decision.managed:
         return Review(build_response(uid), "unmanaged", decision, plan)
-    warnings = [decision.reason, *decision.notes, *plan.warnings]
+    warnings = [*decision.warnings, *plan.warnings]
     outcome: Outcome = "mutated" if plan.ops else "unchanged"
     return Review(build_response(uid, ops=plan.ops, warnings=warnings), outcome, decision, plan)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook.core import keys
+from webhook.core.dns_remedy import DnsFacts
 from webhook.core.sysctls import Allowlist, normalize_name
 
 Verdict = Literal["allowed", "forbidden", "unknown"]
@@ -106,6 +107,8 @@ class Capability:
     forbidden: int = 0
     # Nodes grouped by their blocking taints (nodes with none are in no group).
     taint_groups: tuple[tuple[tuple[Taint, ...], int], ...] = ()
+    # The cluster's DNS as the tracker's probe found it (rule 7): part of what the tracker knows.
+    dns: DnsFacts = field(default_factory=DnsFacts)
 
     @classmethod
     def unknown(cls, note: str) -> Capability:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from webhook.core import keys, placement
 from webhook.core.capability import Capability
+from webhook.core.dns_remedy import DnsChoice, DnsFacts, DnsOutcome, choose_dns
 from webhook.core.settings import Settings
 from webhook.core.shapes import optional_mapping
 from webhook.core.sysctls import PSA_BASELINE_ALLOWED
@@ -24,17 +25,33 @@ _ALLOWLIST_HINT = "(kubelet allowedUnsafeSysctls)"
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """`remedy` is None when the pod is not managed: then nothing about it changes."""
+    """`remedy` is None when the pod is not managed: then nothing about it changes.
+
+    `reason` is what `v4only.io/reason` says: each remedy's own line (`lines`, each a warning of its own),
+    joined with "; " (product.md).
+    """
 
     remedy: Remedy | None
     reason: str
-    dns: bool = False
+    dns: DnsChoice | None = None
     # Further warnings for the user that are not part of the reason (e.g. a mistyped annotation).
     notes: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()  # () = just `reason`
+    uv_offline: bool = False  # add UV_NO_SYNC / UV_PYTHON_DOWNLOADS (settings.uv_offline_env)
 
     @property
     def managed(self) -> bool:
         return self.remedy is not None
+
+    @property
+    def applied(self) -> str | None:
+        """`v4only.io/applied`: the remedy, `+dns` when the DNS remedy was added."""
+        return None if self.remedy is None else self.remedy + ("+dns" if self.dns is not None else "")
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The lines the webhook returns as AdmissionReview warnings (each under 120 characters)."""
+        return (*(self.lines or (self.reason,)), *self.notes)
 
 
 def decide(
@@ -52,7 +69,41 @@ def decide(
         return Decision(None, unmanaged)
     override, notes = _override(meta)
     remedy, reason = _choose(override, spec, namespace_labels, capability, settings)
-    return Decision(remedy, _clip(reason), dns=settings.dns.enabled and remedy != "none", notes=notes)
+    facts = capability.dns
+    dns = DnsOutcome()
+    if not _no_cluster_dns(spec):
+        dns = choose_dns(meta, spec, namespace=namespace, facts=facts, mode=settings.dns.mode)
+    lines = (_clip(reason),) if dns.line is None else (_clip(reason), _clip(dns.line))
+    uv_offline, uv_note = _uv_offline(meta, namespace_labels, remedy, facts, dns)
+    notes = (*notes, *dns.notes, *uv_note)
+    return Decision(remedy, "; ".join(lines), dns=dns.choice, notes=tuple(_clip(n) for n in notes), lines=lines,
+                    uv_offline=uv_offline)
+
+
+def _no_cluster_dns(spec: Mapping[str, Any]) -> bool:
+    """Windows and hostNetwork pods take no DNS remedy (rule 7): not the cluster's resolver path."""
+    return optional_mapping(spec.get("os"), "spec.os").get("name") == "windows" or spec.get("hostNetwork") is True
+
+
+def _uv_offline(
+    meta: Mapping[str, Any],
+    namespace_labels: Mapping[str, str] | None,
+    remedy: Remedy,
+    facts: DnsFacts,
+    dns: DnsOutcome,
+) -> tuple[bool, tuple[str, ...]]:
+    """UV_NO_SYNC only where it cures and cannot harm (product.md, the env remedy; remedy-lab.md): an image
+    that relies on `uv run` to install at start fails under it even with a working network."""
+    asked = optional_mapping(meta.get("annotations"), "metadata.annotations").get(keys.UV_OFFLINE) == "true"
+    if asked or (namespace_labels or {}).get(keys.UV_OFFLINE) == "true":
+        return True, ()
+    if remedy == "none":
+        return False, ()
+    if facts.aaaa_nxdomain:
+        return True, ("env: UV_NO_SYNC added: the cluster DNS answers NXDOMAIN to AAAA, no pod DNS setting cures it",)
+    if dns.uncured_trap:
+        return True, ("env: UV_NO_SYNC added: a search domain is a trap and this pod keeps its own DNS settings",)
+    return False, ()
 
 
 def _unmanaged_reason(
@@ -152,12 +203,14 @@ def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Se
         return "env", "no known schedulable node matches this pod's node constraints"
     allowed = (candidates & capability.allowed).bit_count()
     forbidden = (candidates & capability.forbidden).bit_count()
-    counts = f"{allowed} of {total} schedulable nodes allow {names}"
+    nodes = "node allows" if total == 1 else "nodes allow"  # "1 of 1 schedulable node allows ..."
+    counts = f"{allowed} of {total} schedulable {nodes} {names}"
     if allowed == total:
         return "sysctl", counts
     if allowed == 0:
         if forbidden == 0:
-            return "env", f"capability of the {total} schedulable nodes not known yet"
+            which = "the schedulable node" if total == 1 else f"the {total} schedulable nodes"
+            return "env", f"capability of {which} not known yet"
         return "env", f"{counts} {_ALLOWLIST_HINT}"
     if settings.mixed_clusters == "env":
         return "env", f"{counts}; mixedClusters is env"

@@ -4,6 +4,8 @@ PREFIX = "v4only.io/"
 
 INJECT = PREFIX + "inject"  # Namespace or Pod label: enabled | disabled
 REMEDY = PREFIX + "remedy"  # Pod annotation: auto | sysctl | env | none
+DNS = PREFIX + "dns"  # Pod annotation: auto | cluster-search | ndots | off
+UV_OFFLINE = PREFIX + "uv-offline"  # Pod annotation or Namespace label: "true" adds UV_NO_SYNC/UV_PYTHON_DOWNLOADS
 APPLIED = PREFIX + "applied"  # written on every managed Pod
 REASON = PREFIX + "reason"  # written on every managed Pod
 NODE_CAPABILITY = PREFIX + "ipv6-sysctl"  # published by the capability tracker

@@ -19,6 +19,7 @@ from typing import Any
 
 from webhook.core import keys
 from webhook.core.decision import Decision
+from webhook.core.dns_remedy import dns_ops
 from webhook.core.placement import OWN_PIN
 from webhook.core.settings import FallbackVar, Settings
 from webhook.core.shapes import optional_list, optional_mapping, required_mapping
@@ -44,9 +45,11 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
     """Operations for a Pod, or for the pod template found at JSON Pointer `base` of a workload."""
     if decision.remedy is None:
         return Plan(())
-    # Every operation adds under /metadata or /spec: without those objects none could apply, and a patch
-    # that does not apply fails the pod's creation (found by tests/test_fuzz.py).
-    meta, spec = required_mapping(pod.get("metadata"), "metadata"), required_mapping(pod.get("spec"), "spec")
+    # Every other operation adds under /spec: without it none could apply, and a patch that does not apply
+    # fails the pod's creation (found by tests/test_fuzz.py). A template may well have no metadata (valid,
+    # and common in hand-written Jobs): `add` on a missing or null member creates it (RFC 6902 4.1).
+    spec = required_mapping(pod.get("spec"), "spec")
+    meta = pod.get("metadata")
     ops: list[Op] = []
     warnings: list[str] = []
     remedy = decision.remedy
@@ -54,20 +57,30 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
         ops += _ensure_sysctls(spec, settings, f"{base}/spec")
     if remedy == "sysctl+affinity":
         ops += _ensure_affinity(spec, f"{base}/spec")
+    variables: tuple[FallbackVar, ...] = ()
     if remedy == "env":
         removal, removed = _remove_sysctls(spec, settings, f"{base}/spec")
         ops += removal
         if removed:
             warnings.append(f"v4only removed {', '.join(removed)} from the pod: it could not run here")
-        ops += _ensure_env(spec, settings.fallback_env, f"{base}/spec")
-    if decision.dns:
-        ops += _ensure_ndots(spec, settings.dns.ndots, f"{base}/spec")
-    ops += _ensure_annotations(meta, {keys.APPLIED: remedy, keys.REASON: decision.reason}, f"{base}/metadata")
+        variables += settings.fallback_env
+    if decision.uv_offline:
+        variables += settings.uv_offline_env
+    if variables:
+        env_ops, env_warnings = _ensure_env(spec, variables, f"{base}/spec")
+        ops += env_ops
+        warnings += env_warnings
+    if decision.dns is not None:
+        ops += dns_ops(spec, decision.dns, f"{base}/spec")
+    applied = decision.applied or remedy
+    ops += _ensure_annotations(meta, {keys.APPLIED: applied, keys.REASON: decision.reason}, f"{base}/metadata")
     return Plan(tuple(ops), tuple(warnings))
 
 
-def _ensure_annotations(meta: Mapping[str, Any], wanted: Mapping[str, str], path: str) -> list[Op]:
-    current = optional_mapping(meta.get("annotations"), "metadata.annotations")
+def _ensure_annotations(meta: Any, wanted: Mapping[str, str], path: str) -> list[Op]:
+    if meta is None:
+        return [_add(path, {"annotations": dict(wanted)})]
+    current = optional_mapping(required_mapping(meta, "metadata").get("annotations"), "metadata.annotations")
     if meta.get("annotations") is None:
         return [_add(f"{path}/annotations", dict(wanted))]
     return [
@@ -132,14 +145,49 @@ def _ensure_affinity(spec: Mapping[str, Any], path: str) -> list[Op]:
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
 
-def _ensure_env(spec: Mapping[str, Any], variables: Sequence[FallbackVar], path: str) -> list[Op]:
+def _ensure_env(spec: Mapping[str, Any], variables: Sequence[FallbackVar], path: str) -> tuple[list[Op], list[str]]:
+    """The fallback's operations, and a warning naming what `envFrom` may already set (left to the user)."""
     ops: list[Op] = []
+    kept: dict[str, list[str]] = {}  # variable -> containers whose envFrom may set it
     for list_name in CONTAINER_LISTS:
         containers = optional_list(spec.get(list_name), f"spec.{list_name}") or []
-        for i, container in enumerate(containers):
+        for i, raw in enumerate(containers):
             where = f"spec.{list_name}[{i}]"
-            ops += _container_env(required_mapping(container, where), variables, f"{path}/{list_name}/{i}", where)
-    return ops
+            container = required_mapping(raw, where)
+            shadowed = _from_env_from(container, variables, where)
+            wanted = [v for v in variables if v.name not in shadowed]
+            ops += _container_env(container, wanted, f"{path}/{list_name}/{i}", where)
+            for var in variables:  # in the settings' order: the warning reads the same every time
+                if var.name in shadowed:
+                    kept.setdefault(var.name, []).append(str(container.get("name") or where))
+    by_containers: dict[tuple[str, ...], list[str]] = {}
+    for name, containers in kept.items():
+        by_containers.setdefault(tuple(containers), []).append(name)
+    return ops, [_kept_warning(names, containers) for containers, names in by_containers.items()]
+
+
+def _from_env_from(container: Mapping[str, Any], variables: Sequence[FallbackVar], where: str) -> set[str]:
+    """The fallback's names that the container's `envFrom` may define, unless its own `env` already does.
+
+    An `env` entry wins over `envFrom` (core/v1 Container.envFrom), so an added entry would silently replace
+    the user's value. Appending through `$(NAME)` is not sound either: the kubelet expands it from what
+    envFrom gave (kubelet_pods.go makeEnvironmentVariables), but leaves the literal text `$(NAME)` when the
+    ConfigMap or Secret lacks the key, which Node.js and the JVM refuse at start. We cannot see the source
+    at admission, so the name is left alone and a warning says so.
+    """
+    sources = optional_list(container.get("envFrom"), f"{where}.envFrom") or []
+    prefixes = [str(optional_mapping(s, f"{where}.envFrom[]").get("prefix") or "") for s in sources]
+    own = {str(optional_mapping(e, f"{where}.env[]").get("name"))
+           for e in optional_list(container.get("env"), f"{where}.env") or []}
+    return {v.name for v in variables if v.name not in own and any(v.name.startswith(p) for p in prefixes)}
+
+
+def _kept_warning(names: Sequence[str], containers: Sequence[str]) -> str:
+    """One line under 120 characters (product.md), shortened where the lists are long."""
+    listed = ", ".join(containers) if len(", ".join(containers)) <= 30 else f"{len(containers)} containers"
+    tail = f" left to envFrom in {listed} (an env entry would override it)"
+    joined = ", ".join(names)
+    return f"env: {joined if len(joined) + len(tail) <= 114 else f'{len(names)} fallback variables'}{tail}"
 
 
 def _container_env(
@@ -172,20 +220,6 @@ def _append_flag(entry: Mapping[str, Any], flag: str, path: str) -> list[Op]:
     if flag in text.split():
         return []
     return [_add(path, f"{text} {flag}" if text.strip() else flag)]
-
-
-def _ensure_ndots(spec: Mapping[str, Any], ndots: str, path: str) -> list[Op]:
-    option = {"name": "ndots", "value": ndots}
-    config = optional_mapping(spec.get("dnsConfig"), "spec.dnsConfig")
-    options = optional_list(config.get("options"), "spec.dnsConfig.options")
-    if spec.get("dnsConfig") is None:
-        return [_add(f"{path}/dnsConfig", {"options": [option]})]
-    if options is None:
-        return [_add(f"{path}/dnsConfig/options", [option])]
-    # The team's own ndots choice stands (Chronicle sets one): never override it.
-    if any(isinstance(o, dict) and o.get("name") == "ndots" for o in options):
-        return []
-    return [_add(f"{path}/dnsConfig/options/-", option)]
 
 
 def _add(path: str, value: Any) -> Op:

@@ -6,11 +6,13 @@ names the key, so a typo in a ConfigMap stops the server with a message instead 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook.core import sysctls
+from webhook.core.dns_remedy import DNS_MODES, DnsMode
 
 EnvMode = Literal["set", "append"]
 MixedPolicy = Literal["affinity", "env"]
@@ -38,20 +40,25 @@ class FallbackVar:
 
 @dataclass(frozen=True, slots=True)
 class DnsRemedy:
-    """Opt-in `dnsConfig.options` ndots: it changes how short names resolve, so it is off by default."""
+    """Rule 7: `auto` adds the cluster-only search list where the probe found a trap (product.md)."""
 
-    enabled: bool = False
-    ndots: str = "1"
+    mode: DnsMode = "auto"
+    probe_names: tuple[str, ...] = ("pypi.org",)
+    probe_interval_seconds: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     sysctls: tuple[Sysctl, ...] = (Sysctl("net.ipv6.conf.all.disable_ipv6", "1"),)
     fallback_env: tuple[FallbackVar, ...] = (
-        FallbackVar("UV_NO_SYNC", "1", "set"),
-        FallbackVar("UV_PYTHON_DOWNLOADS", "never", "set"),
         FallbackVar("NODE_OPTIONS", "--dns-result-order=ipv4first", "append"),
         FallbackVar("JAVA_TOOL_OPTIONS", "-Djava.net.preferIPv4Stack=true", "append"),
+    )
+    # Only where uv's network start is known to fail and no DNS remedy cures it, or where asked
+    # (v4only.io/uv-offline): an image that relies on `uv run` to install at start fails under it.
+    uv_offline_env: tuple[FallbackVar, ...] = (
+        FallbackVar("UV_NO_SYNC", "1", "set"),
+        FallbackVar("UV_PYTHON_DOWNLOADS", "never", "set"),
     )
     excluded_namespaces: frozenset[str] = frozenset({"kube-system", "v4only-system"})
     # What to do when only some candidate nodes accept the sysctl (and node labels are published).
@@ -71,6 +78,7 @@ class Settings:
 _TOP_KEYS = {
     "sysctls",
     "fallbackEnv",
+    "uvOfflineEnv",
     "excludedNamespaces",
     "mixedClusters",
     "dns",
@@ -87,7 +95,12 @@ def parse_settings(raw: Any) -> Settings:
     defaults = Settings()
     return Settings(
         sysctls=_parse_sysctls(doc["sysctls"]) if "sysctls" in doc else defaults.sysctls,
-        fallback_env=_parse_fallback(doc["fallbackEnv"]) if "fallbackEnv" in doc else defaults.fallback_env,
+        fallback_env=(
+            _parse_fallback(doc["fallbackEnv"], "fallbackEnv") if "fallbackEnv" in doc else defaults.fallback_env
+        ),
+        uv_offline_env=(
+            _parse_fallback(doc["uvOfflineEnv"], "uvOfflineEnv") if "uvOfflineEnv" in doc else defaults.uv_offline_env
+        ),
         excluded_namespaces=(
             frozenset(_strings(doc["excludedNamespaces"], "excludedNamespaces"))
             if "excludedNamespaces" in doc
@@ -162,10 +175,10 @@ def _parse_sysctls(raw: Any) -> tuple[Sysctl, ...]:
     return tuple(parsed)
 
 
-def _parse_fallback(raw: Any) -> tuple[FallbackVar, ...]:
+def _parse_fallback(raw: Any, key: str) -> tuple[FallbackVar, ...]:
     parsed: list[FallbackVar] = []
-    for i, item in enumerate(_list(raw, "fallbackEnv")):
-        where = f"fallbackEnv[{i}]"
+    for i, item in enumerate(_list(raw, key)):
+        where = f"{key}[{i}]"
         entry = _mapping(item, where, {"name": None, "value": None, "mode": None})
         name = _string(entry.get("name"), f"{where}.name")
         if not name or "=" in name:
@@ -173,16 +186,21 @@ def _parse_fallback(raw: Any) -> tuple[FallbackVar, ...]:
         mode = _choice(entry.get("mode", "set"), f"{where}.mode", ("set", "append"))
         parsed.append(FallbackVar(name, _string(entry.get("value"), f"{where}.value"), mode))
     if len({v.name for v in parsed}) != len(parsed):
-        raise SettingsError("fallbackEnv: a variable is listed twice")
+        raise SettingsError(f"{key}: a variable is listed twice")
     return tuple(parsed)
 
 
 def _parse_dns(raw: Any) -> DnsRemedy:
-    entry = _mapping(raw, "dns", {"enabled": None, "ndots": None})
-    enabled = entry.get("enabled", False)
-    if not isinstance(enabled, bool):
-        raise SettingsError(f"dns.enabled: expected true or false, got {enabled!r}")
-    ndots = _string(entry.get("ndots", "1"), "dns.ndots")
-    if not ndots.isdigit() or int(ndots) > 15:
-        raise SettingsError(f"dns.ndots: {ndots!r} is not a number from 0 to 15")
-    return DnsRemedy(enabled=enabled, ndots=ndots)
+    entry = _mapping(raw, "dns", {"mode": None, "probeNames": None, "probeIntervalSeconds": None})
+    defaults = DnsRemedy()
+    mode = _choice(entry.get("mode", "auto"), "dns.mode", DNS_MODES)
+    names = tuple(_strings(entry["probeNames"], "dns.probeNames")) if "probeNames" in entry else defaults.probe_names
+    for name in names:
+        if not _DNS_NAME.fullmatch(name):
+            raise SettingsError(f"dns.probeNames: {name!r} is not a DNS name")
+    interval = _positive_number(entry.get("probeIntervalSeconds", defaults.probe_interval_seconds),
+                                "dns.probeIntervalSeconds")
+    return DnsRemedy(mode=mode, probe_names=names, probe_interval_seconds=interval)
+
+
+_DNS_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from webhook.core.errors import UnhandledObject
+from webhook.core.shapes import optional_list, required_mapping
 
 # JSON Pointer of the pod template inside each kind ("" = the object is the pod itself).
 TEMPLATE_POINTERS: Mapping[str, str] = {
@@ -39,3 +40,14 @@ def namespace_of(obj: Mapping[str, Any], default: str = "default") -> str:
     meta = obj.get("metadata")
     namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
     return namespace if isinstance(namespace, str) and namespace else default
+
+
+def check_containers(template: Mapping[str, Any]) -> None:
+    """Container lists that hold containers. The patch reads them only for some remedies, so without this
+    one check a broken pod would pass or fail review depending on the capability assumed."""
+    spec = template.get("spec")
+    if not isinstance(spec, dict):
+        raise UnhandledObject("spec is not a mapping")
+    for name in ("initContainers", "containers", "ephemeralContainers"):
+        for i, container in enumerate(optional_list(spec.get(name), f"spec.{name}") or ()):
+            required_mapping(container, f"spec.{name}[{i}]")

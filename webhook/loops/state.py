@@ -56,7 +56,9 @@ class ClusterState:
 
     @classmethod
     def static(cls, capability: Capability, namespaces: NamespaceLabels | None = None) -> ClusterState:
-        return cls(max_age_seconds=float("inf"), initial=View(capability, namespaces or {}, None))
+        # `is None`, not `or`: UniformNamespaces has no names to list, so it is empty (falsy) and yet answers for all.
+        labels = {} if namespaces is None else namespaces
+        return cls(max_age_seconds=float("inf"), initial=View(capability, labels, None))
 
     @property
     def ready(self) -> bool:

@@ -20,7 +20,7 @@ from webhook.core.evidence import FAILED_PODS
 from webhook.core.settings import Settings
 from webhook.loops.state import ClusterState
 from webhook.loops.stats import Stats
-from webhook.tracker.config import TrackerConfig
+from webhook.tracker.config import TrackerConfig, configz_refresh_seconds
 from webhook.tracker.inventory import Inventory
 from webhook.tracker.reflector import Event, Listed, Reflector
 
@@ -198,7 +198,8 @@ class Coordinator(threading.Thread):
         self._nodes_dirty |= self._inventory.set_allowlist(answer.node, answer.allowlist)
         if self._inventory.has_node(answer.node):
             jitter = random.uniform(0.9, 1.1)
-            self._schedule(answer.node, time.monotonic() + self._config.configz_refresh_seconds * jitter)
+            interval = configz_refresh_seconds(self._inventory.node_count(), self._config)
+            self._schedule(answer.node, time.monotonic() + interval * jitter)
 
     # ---- publishing
 

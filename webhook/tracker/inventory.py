@@ -21,6 +21,7 @@ class Inventory:
         self._managed = tuple(managed)
         self._nodes: dict[str, NodeFacts] = {}
         self._kubelets: dict[str, tuple[str, str]] = {}  # node -> (bootID, kubeletVersion)
+        self._ready_since: dict[str, str] = {}  # node -> its Ready condition's lastTransitionTime
         self._last_allowlist: dict[str, tuple[str, ...]] = {}  # node -> last allowlist actually read
         self._unread: set[str] = set()  # nodes whose configz has not answered since they (re)appeared
         self._evidence: dict[str, tuple[str, frozenset[str]]] = {}  # pod uid -> (node, refused names)
@@ -46,23 +47,32 @@ class Inventory:
     def upsert_node(self, obj: Mapping[str, Any]) -> tuple[str, bool, bool]:
         """(name, facts changed, configz must be read): new node, or its kubelet restarted or changed."""
         facts = node_facts_from_object(obj)
-        info = (obj.get("status") or {}).get("nodeInfo") or {}
+        status = obj.get("status") or {}
+        info = status.get("nodeInfo") or {}
         kubelet = (str(info.get("bootID") or ""), facts.kubelet_version)
+        ready_since = _ready_transition(status)
         old, old_kubelet = self._nodes.get(facts.name), self._kubelets.get(facts.name)
         restarted = old_kubelet is not None and old_kubelet != kubelet
         if restarted:
             self._dismiss(facts.name)
             self._last_allowlist.pop(facts.name, None)
+        # A kubelet restarted in place (MicroK8s `microk8s stop; start` keeps bootID and version) shows as a
+        # change of its Ready condition (a short NotReady): its configuration may be new in either direction,
+        # so it counts as unknown until configz answers again. Evidence stays until that answer differs.
+        reconfigured = old is not None and self._ready_since.get(facts.name, ready_since) != ready_since
+        self._ready_since[facts.name] = ready_since
         # The allowlist comes from configz only (the annotation is for offline review); unknown after a restart.
-        allowlist = old.allowlist if old is not None and not restarted else None
+        allowlist = old.allowlist if old is not None and not (restarted or reconfigured) else None
         facts = replace(facts, allowlist=allowlist)
         self._nodes[facts.name], self._kubelets[facts.name] = facts, kubelet
-        if old is None or restarted:
+        refetch = old is None or restarted or reconfigured
+        if refetch:
             self._unread.add(facts.name)
-        return facts.name, facts != old or restarted, old is None or restarted
+        return facts.name, facts != old or restarted, refetch
 
     def remove_node(self, name: str) -> bool:
         self._kubelets.pop(name, None)
+        self._ready_since.pop(name, None)
         self._unread.discard(name)
         self._last_allowlist.pop(name, None)
         return self._nodes.pop(name, None) is not None
@@ -84,6 +94,9 @@ class Inventory:
 
     def has_node(self, name: str) -> bool:
         return name in self._nodes
+
+    def node_count(self) -> int:
+        return len(self._nodes)
 
     def unread(self) -> frozenset[str]:
         """Nodes still waiting for their first configz answer: unknown for now, not known to be unknown."""
@@ -194,3 +207,11 @@ def trim(resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
             "status": {k: status[k] for k in ("reason", "message") if k in status},
         }
     return {"metadata": {k: meta[k] for k in ("name", "labels") if k in meta}}
+
+
+def _ready_transition(status: Mapping[str, Any]) -> str:
+    """When the node's Ready condition last changed ("" when it has none)."""
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return str(condition.get("lastTransitionTime") or "")
+    return ""

@@ -1,0 +1,142 @@
+"""The DNS trap probe against a real DNS server (dnslib) on 127.0.0.1, reading a real resolv.conf file.
+
+The server answers as remedy-lab.md measured real resolvers answer: a search domain whose names get
+NOERROR with no records (NODATA: the trap), one that answers NXDOMAIN (safe), one that fails (SERVFAIL),
+and a cluster DNS that hides AAAA records (CoreDNS `template` hacks) in either form.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from dnslib import AAAA, QTYPE, RCODE, RR, A
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+from webhook.core.dns_trap import DnsFinding, finding_from_dict, parse_resolv_conf, pod_dns
+from webhook.tracker.dns_probe import DnsProber, ProbeConfig, probe_once
+
+KUBELET_RESOLV = """\
+search team.svc.cluster.local svc.cluster.local cluster.local corp.example home.example broken.example
+nameserver 127.0.0.1
+options ndots:5
+"""
+
+
+class LabResolver(BaseResolver):  # type: ignore[misc]
+    def __init__(self, aaaa: str = "answer") -> None:
+        self.aaaa = aaaa  # "answer", "noerror-empty" or "nxdomain": the cluster DNS's AAAA behaviour
+        self.questions: list[str] = []
+
+    def resolve(self, request, handler):
+        reply = request.reply()
+        name, qtype = str(request.q.qname).rstrip("."), QTYPE[request.q.qtype]
+        self.questions.append(f"{name} {qtype}")
+        if qtype == "AAAA" and self.aaaa != "answer":
+            if self.aaaa == "nxdomain":
+                reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        if name == "pypi.org":
+            record = A("192.0.2.1") if qtype == "A" else AAAA("2001:db8::1")
+            reply.add_answer(RR(name, getattr(QTYPE, qtype), rdata=record, ttl=60))
+        elif name.endswith(".corp.example"):
+            pass  # NOERROR, no records: NODATA
+        elif name.endswith(".broken.example"):
+            reply.header.rcode = RCODE.SERVFAIL
+        else:
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+@contextmanager
+def dns_server(resolver: LabResolver) -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = DNSServer(resolver, address="127.0.0.1", port=port, logger=DNSLogger(logf=lambda _: None))
+    server.start_thread()
+    try:
+        yield port
+    finally:
+        server.stop()
+        server.server.server_close()  # dnslib's stop() leaves the socket open
+
+
+def _config(tmp_path: Path, port: int, text: str = KUBELET_RESOLV, **kwargs) -> ProbeConfig:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(text)
+    return ProbeConfig(resolv_conf=resolv, port=port, timeout_seconds=1.0, node="mk-1", **kwargs)
+
+
+def test_the_kubelets_cluster_first_search_list_is_split_into_cluster_and_node_parts() -> None:
+    dns = pod_dns(parse_resolv_conf(KUBELET_RESOLV))
+    assert dns.cluster_domain == "cluster.local"
+    assert dns.cluster_searches == ("team.svc.cluster.local", "svc.cluster.local", "cluster.local")
+    assert dns.node_searches == ("corp.example", "home.example", "broken.example")
+    assert dns.nameservers == ("127.0.0.1",)
+
+
+def test_a_search_list_the_kubelet_did_not_write_has_no_cluster_part() -> None:
+    dns = pod_dns(parse_resolv_conf("search corp.example\nnameserver 10.0.0.1\n"))
+    assert dns.cluster_domain is None and dns.node_searches == ()
+
+
+def test_nodata_is_a_trap_nxdomain_is_safe_and_a_failure_is_unknown(tmp_path: Path) -> None:
+    resolver = LabResolver()
+    with dns_server(resolver) as port:
+        finding = probe_once(_config(tmp_path, port))
+    verdicts = {d.domain: d.verdict for d in finding.domains}
+    assert verdicts == {"corp.example": "trap", "home.example": "safe", "broken.example": "unknown"}
+    assert finding.traps == ("corp.example",)
+    assert finding.aaaa_blocking == "none"
+    assert (finding.node, finding.cluster_domain, finding.nameservers) == ("mk-1", "cluster.local", ("127.0.0.1",))
+    # A random label and the configured name under each node domain, A and AAAA, absolute names only.
+    asked = set(resolver.questions)
+    assert {"pypi.org.corp.example A", "pypi.org.corp.example AAAA", "pypi.org A", "pypi.org AAAA"} <= asked
+    assert any(q.startswith("v4only-") and q.endswith(".home.example AAAA") for q in asked)
+    assert not any(q.endswith("cluster.local A") for q in asked)  # the cluster's own domains are not probed
+
+
+@pytest.mark.parametrize("aaaa", ["noerror-empty", "nxdomain"])
+def test_a_cluster_dns_that_hides_aaaa_is_named(tmp_path: Path, aaaa: str) -> None:
+    with dns_server(LabResolver(aaaa=aaaa)) as port:
+        finding = probe_once(_config(tmp_path, port, "search a.svc.cluster.local svc.cluster.local "
+                                                    "cluster.local\nnameserver 127.0.0.1\n"))
+    assert finding.aaaa_blocking == aaaa
+    assert finding.domains == ()
+
+
+def test_a_dns_server_that_never_answers_leaves_everything_unknown(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never read: no reply
+        silent.bind(("127.0.0.1", 0))
+        config = _config(tmp_path, silent.getsockname()[1], names=())
+        finding = probe_once(config)
+    assert [d.verdict for d in finding.domains] == ["unknown", "unknown", "unknown"]
+    assert finding.traps == () and finding.aaaa_blocking == "unknown"
+
+
+def test_the_finding_round_trips_through_its_published_form(tmp_path: Path) -> None:
+    with dns_server(LabResolver()) as port:
+        finding = probe_once(_config(tmp_path, port))
+    assert finding_from_dict(finding.to_dict()) == finding
+
+
+def test_the_prober_thread_probes_at_start_and_stops(tmp_path: Path) -> None:
+    found: list[DnsFinding] = []
+    arrived = threading.Event()
+
+    def sink(finding: DnsFinding) -> None:
+        found.append(finding)
+        arrived.set()
+
+    with dns_server(LabResolver()) as port:
+        prober = DnsProber(_config(tmp_path, port, interval_seconds=3600), sink)
+        prober.start()
+        assert arrived.wait(10)
+        prober.stop()
+    assert not prober.is_alive()
+    assert found[0].traps == ("corp.example",)
