@@ -321,7 +321,8 @@ def test_leader_election_role(base: dict[tuple[str, str], dict[str, Any]]) -> No
     role = base[("Role", "v4only")]
     assert role["metadata"]["namespace"] == NAMESPACE
     assert rules(role) == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update"]},
     ]
 
 

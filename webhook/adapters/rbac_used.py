@@ -33,6 +33,22 @@ LABEL_PUBLISHER: frozenset[Permission] = frozenset(
     }
 )
 
+# Added by --publish-node-labels too: the elected replica writes the DNS probe's finding (ConfigMap v4only-dns,
+# adapters/kube_dns.py) in v4only's own namespace: a PUT, and a POST the first time.
+DNS_PUBLISHER: frozenset[Permission] = frozenset(
+    {
+        ("", "configmaps", "update"),
+        ("", "configmaps", "create"),
+    }
+)
+
+# `v4only doctor` and live `v4only review` also read the DNS probe's finding (ConfigMap v4only-dns in v4only's
+# namespace); without this permission (403) the finding is simply unknown, as before the first probe.
+DNS_FINDING_READER: frozenset[Permission] = frozenset({("", "configmaps", "get")})
+
+# Granted by the namespaced Role (v4only's own namespace), not the ClusterRole.
+NAMESPACED: frozenset[Permission] = LABEL_PUBLISHER - {("", "nodes", "patch")} | DNS_PUBLISHER
+
 # `v4only doctor`, run by a person: one read of everything, no watches, no writes.
 DOCTOR: frozenset[Permission] = frozenset(
     {
@@ -53,4 +69,4 @@ DOCTOR_WEBHOOK: frozenset[Permission] = frozenset(
     }
 )
 
-SERVE: frozenset[Permission] = TRACKER | LABEL_PUBLISHER
+SERVE: frozenset[Permission] = TRACKER | LABEL_PUBLISHER | DNS_PUBLISHER

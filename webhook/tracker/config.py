@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from webhook.loops.leader import LeaseTimings
+from webhook.tracker.dns_probe import ProbeConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,8 @@ class TrackerConfig:
     initial_configz_wait_seconds: float = 10.0  # first publish waits this long for the first configz round
     publish_interval_seconds: float = 0.25
     confirm_interval_seconds: float = 5.0
+    # The DNS trap probe (names and interval come from the settings); None: not run.
+    dns_probe: ProbeConfig | None = field(default_factory=ProbeConfig)
     lease_namespace: str = ""  # "" = this pod's namespace (POD_NAMESPACE, service account), else v4only-system
     lease_name: str = "v4only-node-labels"
     lease: LeaseTimings = field(default_factory=LeaseTimings)

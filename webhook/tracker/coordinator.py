@@ -12,10 +12,12 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from webhook.adapters.kube import KubeApi, KubeError, Resource
 from webhook.core.capability import Capability
+from webhook.core.dns_remedy import DnsFacts
+from webhook.core.dns_trap import DnsFinding
 from webhook.core.evidence import FAILED_PODS
 from webhook.core.settings import Settings
 from webhook.loops.state import ClusterState
@@ -36,7 +38,7 @@ class _Configz:
     error: KubeError | None
 
 
-_Message = Listed | Event | _Configz | None
+_Message = Listed | Event | _Configz | DnsFinding | None
 
 
 class Coordinator(threading.Thread):
@@ -51,6 +53,8 @@ class Coordinator(threading.Thread):
         self.stopping = threading.Event()
         self.stats = Stats()
         self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
+        self._dns = DnsFacts()  # the DNS probe's last finding, as the decision reads it (rule 7)
+        self.dns_finding: DnsFinding | None = None
         self._inventory = Inventory(settings.sysctl_names)
         self._pool = ThreadPoolExecutor(config.configz_workers, thread_name_prefix="v4only-configz")
         self._tokens = itertools.count(1)
@@ -118,6 +122,10 @@ class Coordinator(threading.Thread):
             waits.append(self._due[0][0] - time.monotonic())
         return max(0.01, min(waits))
 
+    def dns_found(self, finding: DnsFinding) -> None:
+        """The DNS probe's thread hands its finding over here: the coordinator stays the only writer."""
+        self._queue.put(finding)
+
     def _handle(self, message: _Message) -> None:
         inventory = self._inventory
         if isinstance(message, Listed):
@@ -139,6 +147,10 @@ class Coordinator(threading.Thread):
                 self._nodes_dirty |= inventory.remove_pod(obj) if deleted else inventory.upsert_pod(obj)
         elif isinstance(message, _Configz):
             self._configz_answered(message)
+        elif isinstance(message, DnsFinding):
+            facts = DnsFacts.from_finding(message)
+            self._nodes_dirty |= facts != self._dns
+            self._dns, self.dns_finding = facts, message
 
     def _listed(self, message: Listed) -> None:
         if message.resource == "nodes":
@@ -223,11 +235,11 @@ class Coordinator(threading.Thread):
     def _publish(self, now: float) -> None:
         capability = self.capability
         if capability is None or self._nodes_dirty:
-            capability = Capability.build(
+            capability = replace(Capability.build(
                 self._inventory.node_facts(),
                 sysctl_names=self._settings.sysctl_names,
                 labels_published=self._labels_published,
-            )
+            ), dns=self._dns)
         self._state.publish(capability, self._inventory.namespace_labels())
         self.capability = capability
         self.published = (capability, self._inventory.unread())

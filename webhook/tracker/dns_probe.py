@@ -48,7 +48,9 @@ class ProbeConfig:
 def probe_once(config: ProbeConfig, ask: Callable[..., Answer] = dns_query.ask) -> DnsFinding:
     """One round: every node search domain through the first cluster nameserver."""
     conf = pod_dns(parse_resolv_conf(config.resolv_conf.read_text()))
-    server = conf.nameservers[0] if conf.nameservers else None
+    # Only a ClusterFirst pod's resolv.conf names the cluster DNS and the node's domains; anywhere else
+    # (serve outside the cluster, a test machine) nothing is asked, and nothing is known.
+    server = conf.nameservers[0] if conf.nameservers and conf.cluster_domain else None
 
     def both(name: str) -> tuple[Answer, Answer]:
         if server is None:
@@ -61,7 +63,7 @@ def probe_once(config: ProbeConfig, ask: Callable[..., Answer] = dns_query.ask) 
         names = (f"v4only-{secrets.token_hex(4)}", *config.names)
         verdict, detail = domain_verdict({f"{n}.{domain}": both(f"{n}.{domain}") for n in names})
         domains.append(DomainFinding(domain, verdict, detail))
-    blocking = [aaaa_blocking(*both(name)) for name in config.names]
+    blocking = [aaaa_blocking(*both(name)) for name in config.names] if server else []
     return DnsFinding(
         checked_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         node=config.node,

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 from webhook.adapters.kube import KubeApi
+from webhook.adapters.kube_dns import write_finding
+from webhook.core.dns_trap import DnsFinding
 from webhook.core.settings import Settings
+from webhook.loops.leader import default_lease_namespace
 from webhook.loops.state import ClusterState
 from webhook.tracker.config import TrackerConfig
 from webhook.tracker.coordinator import Coordinator
+from webhook.tracker.dns_probe import DnsProber
 from webhook.tracker.publisher import LabelPublisher
 
 
 class TrackerHandle:
     """A running tracker: `stop()` ends every thread (and gives the Lease up if this replica held it)."""
 
-    def __init__(self, coordinator: Coordinator, publisher: LabelPublisher | None) -> None:
-        self._coordinator, self._publisher = coordinator, publisher
+    def __init__(self, coordinator: Coordinator, publisher: LabelPublisher | None, prober: DnsProber | None) -> None:
+        self._coordinator, self._publisher, self._prober = coordinator, publisher, prober
+
+    @property
+    def dns_finding(self) -> DnsFinding | None:
+        """The DNS probe's last finding (None before its first round)."""
+        return self._coordinator.dns_finding
 
     @property
     def leading(self) -> bool:
@@ -31,9 +41,13 @@ class TrackerHandle:
 
     def stop(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
+        if self._prober is not None:
+            self._prober.stopping.set()
         self._coordinator.stop(timeout)
         if self._publisher is not None:
             self._publisher.join(max(0.0, deadline - time.monotonic()))
+        if self._prober is not None:
+            self._prober.join(max(0.0, deadline - time.monotonic()))
 
 
 def start_tracker(
@@ -51,4 +65,16 @@ def start_tracker(
     publisher = LabelPublisher(coordinator, api, config) if publish_labels else None
     if publisher is not None:
         publisher.start()
-    return TrackerHandle(coordinator, publisher)
+    prober = None
+    if config.dns_probe is not None:
+        probe = replace(config.dns_probe, names=settings.dns.probe_names,
+                        interval_seconds=settings.dns.probe_interval_seconds)
+        namespace = config.lease_namespace or default_lease_namespace()
+
+        def publish(finding: DnsFinding) -> None:  # by the elected replica only (the node-label Lease)
+            if publisher is not None and publisher.elector.leading:
+                write_finding(api, namespace, finding)
+
+        prober = DnsProber(probe, coordinator.dns_found, publish)
+        prober.start()
+    return TrackerHandle(coordinator, publisher, prober)
