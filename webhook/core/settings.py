@@ -6,6 +6,7 @@ names the key, so a typo in a ConfigMap stops the server with a message instead 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,6 +16,12 @@ from webhook.core import sysctls
 EnvMode = Literal["set", "append"]
 MixedPolicy = Literal["affinity", "env"]
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
+
+
+# apimachinery validation.go IsEnvVarName: envVarNameFmt, and never ".", ".." or a "..." prefix. The strict
+# form, not IsRelaxedEnvVarName (feature gate RelaxedEnvironmentVariableValidation): every API server accepts
+# what it accepts. `fullmatch`, as Go's anchored regexp: no trailing newline slips through.
+_ENV_NAME_RE = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 
 
 class SettingsError(ValueError):
@@ -168,8 +175,11 @@ def _parse_fallback(raw: Any) -> tuple[FallbackVar, ...]:
         where = f"fallbackEnv[{i}]"
         entry = _mapping(item, where, {"name": None, "value": None, "mode": None})
         name = _string(entry.get("name"), f"{where}.name")
-        if not name or "=" in name:
-            raise SettingsError(f"{where}.name: {name!r} is not a valid environment variable name")
+        if _ENV_NAME_RE.fullmatch(name) is None or name == "." or name.startswith(".."):
+            raise SettingsError(
+                f"{where}.name: {name!r} is not a valid environment variable name (letters, digits, '_', '-', '.'; "
+                "not starting with a digit)"
+            )
         mode = _choice(entry.get("mode", "set"), f"{where}.mode", ("set", "append"))
         parsed.append(FallbackVar(name, _string(entry.get("value"), f"{where}.value"), mode))
     if len({v.name for v in parsed}) != len(parsed):

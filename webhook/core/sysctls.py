@@ -12,10 +12,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# policy/validation: sysctlContainSlashPatternFmt, anchored; at most 253 characters.
-_PATTERN_RE = re.compile(r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*([a-z0-9][-_a-z0-9]*)?[a-z0-9*]$")
+# policy/validation: sysctlContainSlashPatternFmt; at most 253 characters. Used with `fullmatch`: Go's
+# `^...$` never matches before a final newline, Python's `$` does (a YAML block scalar ends with one).
+_PATTERN_RE = re.compile(r"([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*([a-z0-9][-_a-z0-9]*)?[a-z0-9*]")
 # core/validation: SysctlContainSlashFmt (names in a pod spec: no `*`).
-_NAME_RE = re.compile(r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
+_NAME_RE = re.compile(r"([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?")
 MAX_LENGTH = 253
 
 # component-helpers namespace.go (identical in 1.29-1.36): exact IPC names and namespaced prefixes.
@@ -65,7 +66,7 @@ def normalize_name(name: str) -> str:
 
 def is_valid_name(name: str) -> bool:
     """A sysctl name the API server accepts in `spec.securityContext.sysctls`."""
-    return len(name) <= MAX_LENGTH and _NAME_RE.match(name) is not None
+    return len(name) <= MAX_LENGTH and _NAME_RE.fullmatch(name) is not None
 
 
 def _namespace_of(name: str) -> str | None:
@@ -79,7 +80,7 @@ def _namespace_of(name: str) -> str | None:
 
 def pattern_error(pattern: str) -> str | None:
     """Why the kubelet would refuse to start with this allowlist entry, or None if it is valid."""
-    if len(pattern) > MAX_LENGTH or _PATTERN_RE.match(pattern) is None:
+    if len(pattern) > MAX_LENGTH or _PATTERN_RE.fullmatch(pattern) is None:
         return f"sysctl {pattern!r} must have at most {MAX_LENGTH} characters and match the kubelet's pattern"
     normal = normalize_name(pattern)
     prefix = normal.split("*", 1)[0]
