@@ -216,3 +216,33 @@ def test_dns_remedy_only_when_enabled() -> None:
 def test_unreadable_objects_raise_a_clear_error(bad: dict[str, Any]) -> None:
     with pytest.raises(UnhandledObject):
         decide(bad, namespace="t", namespace_labels={}, capability=ALLOWING, settings=SETTINGS)
+
+
+def _required(*terms: dict[str, Any]) -> dict[str, Any]:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}}}
+
+
+def _gt(value: str, operator: str = "Gt") -> dict[str, Any]:
+    return {"matchExpressions": [{"key": "gen", "operator": operator, "values": [value]}]}
+
+
+# Node labels gen=5 (allows), gen=20 (forbids), gen="1_0" (allows): Go's strconv.ParseInt(v, 10, 64) reads
+# the requirement value and each label (apimachinery labels selector.go); a value it refuses matches nothing.
+GENERATIONS = cluster(node("g5", labels={"gen": "5"}), node("g20", (), labels={"gen": "20"}),
+                      node("g-odd", labels={"gen": "1_0"}))
+GT_CASES = [
+    ("Gt 10: only gen=20 (the label 1_0 is no integer to Go)", "10", "env", "0 of 1 schedulable"),
+    ("Gt 1_0 is no integer to Go: matches no node", "1_0", "env", "no known schedulable node"),
+    ("Lt beyond int64: matches no node", f"Lt:{2**63}", "env", "no known schedulable node"),
+    ("Lt at the int64 maximum", f"Lt:{2**63 - 1}", "sysctl+affinity", "1 of 2"),
+    ("Gt +4: a sign is fine", "+4", "sysctl+affinity", "1 of 2"),
+    ("Gt with a space: no integer", " 4", "env", "no known schedulable node"),
+    ("Gt with non-ASCII digits: no integer", "\u0664", "env", "no known schedulable node"),
+]
+
+
+@pytest.mark.parametrize(("case", "value", "remedy", "reason"), GT_CASES, ids=[c[0] for c in GT_CASES])
+def test_gt_and_lt_values_are_read_as_go_reads_them(case: str, value: str, remedy: str, reason: str) -> None:
+    operator, _, bound = value.rpartition(":")
+    got_remedy, got_reason = run(pod(affinity=_required(_gt(bound, operator or "Gt"))), capability=GENERATIONS)
+    assert (got_remedy, reason in got_reason) == (remedy, True), got_reason

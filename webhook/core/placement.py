@@ -11,6 +11,7 @@ bitmasks (bit i = `capability.nodes[i]`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -106,8 +107,8 @@ def _label_requirement(req: Mapping[str, Any], capability: Capability) -> int:
         return with_key
     if operator == "DoesNotExist":
         return capability.everyone & ~with_key
-    if operator in ("Gt", "Lt") and len(values) == 1 and _is_int(values[0]):
-        bound = int(values[0])
+    bound = parse_int64(values[0]) if operator in ("Gt", "Lt") and len(values) == 1 else None
+    if bound is not None:
         nodes = capability.nodes
         return bitmask(i for i in positions(with_key) if _compares(nodes[i].labels[key], operator, bound))
     return 0  # an operator the API server would have rejected matches nothing
@@ -139,18 +140,24 @@ def _union(masks: Iterable[int]) -> int:
     return result
 
 
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+_INT64_RE = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int64(text: str) -> int | None:
+    """Go's `strconv.ParseInt(text, 10, 64)`, which apimachinery labels uses for Gt/Lt (selector.go
+    NewRequirement and Requirement.Matches): ASCII digits with an optional sign, within int64. Python's
+    `int()` also takes `1_0`, spaces and non-ASCII digits. None where Go fails: the term then matches no node."""
+    if _INT64_RE.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
 
 
 def _compares(label: str, operator: str, bound: int) -> bool:
-    if not _is_int(label):
+    value = parse_int64(label)
+    if value is None:
         return False
-    return int(label) > bound if operator == "Gt" else int(label) < bound
+    return value > bound if operator == "Gt" else value < bound
 
 
 def _tolerations(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
