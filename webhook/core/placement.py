@@ -110,7 +110,7 @@ def _label_requirement(req: Mapping[str, Any], capability: Capability) -> int:
     bound = parse_int64(values[0]) if operator in ("Gt", "Lt") and len(values) == 1 else None
     if bound is not None:
         nodes = capability.nodes
-        return bitmask(i for i in positions(with_key) if _compares(nodes[i].labels[key], operator, bound))
+        return bitmask(i for i in positions(with_key) if _compares(nodes[i].labels[key], str(operator), bound))
     return 0  # an operator the API server would have rejected matches nothing
 
 
