@@ -11,7 +11,6 @@ import pytest
 from tests.fakekube import objects
 from tests.helpers import apply_ops, validate
 from webhook.core.capability import Capability, NodeFacts
-from webhook.core.decision import decide
 from webhook.core.rollout_status import rollout_status
 from webhook.core.settings import Settings
 from webhook.core.workload_plan import (
@@ -150,8 +149,11 @@ def test_a_daemonset_pod_is_decided_for_its_own_node() -> None:
     pod = _pod(ds, applied="env", affinity=pinned)
     pod["spec"]["nodeName"] = "a"  # ignored: the webhook decides before scheduling
     assert pod_in_line(pod, namespace_labels=ENABLED, capability=capability, settings=SETTINGS)
-    assert decide(ds["spec"]["template"], namespace="team", namespace_labels=ENABLED, capability=capability,
-                  settings=SETTINGS).remedy == "sysctl+affinity"
+    # Its template is never pinned (the controller would drop the daemon from b): env, and each pod its node's.
+    plan = _plan(ds, capability=capability, strategy="template")
+    assert plan.remedy == "env" and plan.reason.endswith("each pod gets its node's remedy")
+    assert "daemon pods: sysctl on a; env on b" in plan.notes
+    assert not any("affinity" in op["path"] for op in plan.template_ops)
 
 
 # ---- kinds and skips

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from webhook.core import keys, placement
-from webhook.core.capability import Capability
+from webhook.core.capability import Capability, positions
 from webhook.core.settings import Settings
 from webhook.core.shapes import optional_mapping
 from webhook.core.sysctls import PSA_BASELINE_ALLOWED
@@ -44,14 +44,20 @@ def decide(
     namespace_labels: Mapping[str, str] | None,
     capability: Capability,
     settings: Settings,
+    daemonset: bool = False,
 ) -> Decision:
-    """Decide for a Pod (or a pod template: metadata + spec). `namespace_labels` None = not known."""
+    """Decide for a Pod (or a pod template: metadata + spec). `namespace_labels` None = not known.
+
+    `daemonset`: the pod template of a DaemonSet, judged on the nodes its controller runs a pod on.
+    """
     meta, spec = optional_mapping(pod.get("metadata"), "metadata"), optional_mapping(pod.get("spec"), "spec")
     unmanaged = _unmanaged_reason(meta, namespace, namespace_labels, settings)
     if unmanaged is not None:
         return Decision(None, unmanaged)
     override, notes = _override(meta)
-    remedy, reason = _choose(override, spec, namespace_labels, capability, settings)
+    remedy, reason = _choose(override, spec, namespace_labels, capability, settings, daemonset)
+    if daemonset and override == "auto" and _sysctl_blocker(spec, namespace_labels, settings) is None:
+        notes = (*notes, *_daemon_pods_note(spec, capability))
     return Decision(remedy, _clip(reason), dns=settings.dns.enabled and remedy != "none", notes=notes)
 
 
@@ -89,6 +95,7 @@ def _choose(
     namespace_labels: Mapping[str, str] | None,
     capability: Capability,
     settings: Settings,
+    daemonset: bool = False,
 ) -> tuple[Remedy, str]:
     if override == "none":
         return "none", f"none: {keys.REMEDY}=none"
@@ -101,7 +108,7 @@ def _choose(
         return remedy, f"{remedy}: {why}{suffix}"
     if override == "sysctl":
         return "sysctl", f"sysctl: {keys.REMEDY}=sysctl (node capability not checked)"
-    remedy, why = _by_capability(spec, capability, settings)
+    remedy, why = _by_capability(spec, capability, settings, daemonset)
     return remedy, f"{remedy}: {why}"
 
 
@@ -138,7 +145,9 @@ def enforced_level(namespace_labels: Mapping[str, str] | None, settings: Setting
     return level if level in ("privileged", "baseline", "restricted") else "restricted"
 
 
-def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Settings) -> tuple[Remedy, str]:
+def _by_capability(
+    spec: Mapping[str, Any], capability: Capability, settings: Settings, daemonset: bool = False
+) -> tuple[Remedy, str]:
     """Rule 5: the verdicts of the nodes the pod can land on."""
     names = _names(settings)
     if capability.state == "unknown":
@@ -146,6 +155,8 @@ def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Se
     if capability.state == "assumed":
         remedy: Remedy = "sysctl" if capability.assumed == "allowed" else "env"
         return remedy, f"assumed {capability.assumed} for {names} ({capability.note})"
+    if daemonset:
+        return _by_daemon_nodes(spec, capability, names)
     candidates = placement.candidate_nodes(spec, capability)
     total = candidates.bit_count()
     if total == 0:
@@ -164,6 +175,40 @@ def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Se
     if not capability.labels_published:
         return "env", f"{counts}; no published node labels to pin to"
     return "sysctl+affinity", f"{counts}; pinned to {keys.NODE_CAPABILITY}=allowed"
+
+
+def _by_daemon_nodes(spec: Mapping[str, Any], capability: Capability, names: str) -> tuple[Remedy, str]:
+    """A DaemonSet's template is never pinned: its controller checks the template's node affinity per node
+    and would delete the daemon from every node without the label (daemon_controller.go
+    NodeShouldRunDaemonPod). Its pods reach the webhook bound to one node each and get that node's remedy,
+    so the template carries the sysctl only when every node that runs its pods accepts it."""
+    nodes = placement.daemon_nodes(spec, capability)
+    total = nodes.bit_count()
+    if total == 0:
+        return "env", "no known node runs this DaemonSet's pods"
+    allowed = (nodes & capability.allowed).bit_count()
+    counts = f"{allowed} of {total} nodes running its pods allow {names}"
+    if allowed == total:
+        return "sysctl", counts
+    return "env", f"{counts}; each pod gets its node's remedy"
+
+
+def _daemon_pods_note(spec: Mapping[str, Any], capability: Capability) -> tuple[str, ...]:
+    """What the webhook gives the daemon pod on each node: sysctl where the node allows it, else env."""
+    if capability.state != "known":
+        return ()
+    nodes = placement.daemon_nodes(spec, capability)
+    if not nodes:
+        return ()
+    allowed = [capability.nodes[i].name for i in positions(nodes & capability.allowed)]
+    other = [capability.nodes[i].name for i in positions(nodes & ~capability.allowed)]
+    parts = [f"{remedy} on {_listed(found)}" for remedy, found in (("sysctl", allowed), ("env", other)) if found]
+    return (_clip(f"daemon pods: {'; '.join(parts)}"),)
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:3])
+    return shown if len(names) <= 3 else f"{shown} (+{len(names) - 3})"
 
 
 def _names(settings: Settings) -> str:

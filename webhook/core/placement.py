@@ -33,11 +33,49 @@ def candidate_nodes(spec: Mapping[str, Any], capability: Capability) -> int:
         return 0 if index is None else 1 << index
     nodes = _select(spec, capability)
     tolerations = _tolerations(spec)
+    nodes = _tolerable(nodes, tolerations, capability)
+    if capability.cordoned and not _tolerated(UNSCHEDULABLE_TAINT, tolerations):
+        nodes &= ~capability.cordoned
+    return nodes
+
+
+# pkg/controller/daemon/util/daemonset_util.go AddOrUpdateDaemonPodTolerations: what the DaemonSet controller
+# adds to every daemon pod (NewPod) before it judges a node, and to the pods it creates.
+def _exists(key: str, effect: str) -> Mapping[str, str]:
+    return {"key": f"node.kubernetes.io/{key}", "operator": "Exists", "effect": effect}
+
+
+DAEMON_TOLERATIONS = (
+    _exists("not-ready", "NoExecute"),
+    _exists("unreachable", "NoExecute"),
+    _exists("disk-pressure", "NoSchedule"),
+    _exists("memory-pressure", "NoSchedule"),
+    _exists("pid-pressure", "NoSchedule"),
+    _exists("unschedulable", "NoSchedule"),
+)
+_NETWORK_UNAVAILABLE = _exists("network-unavailable", "NoSchedule")  # hostNetwork daemon pods only
+
+
+def daemon_nodes(spec: Mapping[str, Any], capability: Capability) -> int:
+    """The nodes a DaemonSet with this pod template runs a pod on (daemon_controller.go NodeShouldRunDaemonPod:
+    the template's nodeName, its required node affinity and node selector, and NoSchedule/NoExecute taints
+    against its tolerations plus the controller's own; a cordoned node carries the unschedulable taint)."""
+    nodes = _select(spec, capability)
+    node_name = spec.get("nodeName")
+    if node_name:
+        index = capability.by_name.get(str(node_name))
+        nodes &= 0 if index is None else 1 << index
+    tolerations = [*_tolerations(spec), *DAEMON_TOLERATIONS]
+    if spec.get("hostNetwork") is True:
+        tolerations.append(_NETWORK_UNAVAILABLE)
+    return _tolerable(nodes, tolerations, capability)
+
+
+def _tolerable(nodes: int, tolerations: Sequence[Mapping[str, Any]], capability: Capability) -> int:
+    """`nodes` minus those with a blocking taint the tolerations do not tolerate."""
     for taints, members in capability.taint_groups:
         if nodes & members and not all(_tolerated(t, tolerations) for t in taints):
             nodes &= ~members
-    if capability.cordoned and not _tolerated(UNSCHEDULABLE_TAINT, tolerations):
-        nodes &= ~capability.cordoned
     return nodes
 
 

@@ -135,7 +135,7 @@ def plan_workload(
     if kind == "Pod":  # decided as the webhook will see it when re-created: not yet scheduled
         template = {"metadata": meta, "spec": _without_node(template.get("spec"))}
     decision = decide(template, namespace=namespace, namespace_labels=namespace_labels, capability=capability,
-                      settings=settings)
+                      settings=settings, daemonset=kind == "DaemonSet")
     if not decision.managed:
         return _skip(base, "not-managed", decision.reason)
     planned = plan_patch(template, decision, settings, base=pointer)
