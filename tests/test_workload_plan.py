@@ -311,3 +311,14 @@ def test_statefulset_and_daemonset_rollout_status() -> None:
     assert rollout_status(ds).done
     ds["spec"]["updateStrategy"] = {"type": "OnDelete"}
     assert rollout_status(ds).done
+
+
+def test_a_template_with_null_metadata_is_patched_with_either_strategy() -> None:
+    dep = _stored(objects.deployment("web", "team"))
+    dep["spec"]["template"]["metadata"] = None  # valid: ObjectMeta is optional
+    for strategy in ("template", "restart"):
+        plan = _plan(dep, strategy=strategy, namespace_labels={"v4only.io/inject": "enabled"})
+        assert plan.outcome == "changed", plan.reason
+        patched = apply_ops(dep, list(plan.patch))
+        validate(patched)
+        assert patched["spec"]["template"]["metadata"]["annotations"]

@@ -44,9 +44,11 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
     """Operations for a Pod, or for the pod template found at JSON Pointer `base` of a workload."""
     if decision.remedy is None:
         return Plan(())
-    # Every operation adds under /metadata or /spec: without those objects none could apply, and a patch
-    # that does not apply fails the pod's creation (found by tests/test_fuzz.py).
-    meta, spec = required_mapping(pod.get("metadata"), "metadata"), required_mapping(pod.get("spec"), "spec")
+    # Every other operation adds under /spec: without it none could apply, and a patch that does not apply
+    # fails the pod's creation (found by tests/test_fuzz.py). A template may well have no metadata (valid,
+    # and common in hand-written Jobs): `add` on a missing or null member creates it (RFC 6902 4.1).
+    spec = required_mapping(pod.get("spec"), "spec")
+    meta = pod.get("metadata")
     ops: list[Op] = []
     warnings: list[str] = []
     remedy = decision.remedy
@@ -68,8 +70,10 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
     return Plan(tuple(ops), tuple(warnings))
 
 
-def _ensure_annotations(meta: Mapping[str, Any], wanted: Mapping[str, str], path: str) -> list[Op]:
-    current = optional_mapping(meta.get("annotations"), "metadata.annotations")
+def _ensure_annotations(meta: Any, wanted: Mapping[str, str], path: str) -> list[Op]:
+    if meta is None:
+        return [_add(path, {"annotations": dict(wanted)})]
+    current = optional_mapping(required_mapping(meta, "metadata").get("annotations"), "metadata.annotations")
     if meta.get("annotations") is None:
         return [_add(f"{path}/annotations", dict(wanted))]
     return [
