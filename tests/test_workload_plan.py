@@ -322,3 +322,26 @@ def test_a_template_with_null_metadata_is_patched_with_either_strategy() -> None
         patched = apply_ops(dep, list(plan.patch))
         validate(patched)
         assert patched["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_a_statefulset_partition_keeps_its_lower_ordinals_and_patch_says_so() -> None:
+    # stateful_set_control.go: a rolling update replaces only ordinals >= partition (minus ordinals.start).
+    sts = _stored(objects.statefulset("db", "team", replicas=3))
+    sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = 2
+    sts["spec"]["template"]["metadata"]["annotations"] = {RESTARTED_AT: "2025-06-02T10:00:00Z"}
+    old = [_pod(sts, name=f"db-{i}") for i in (0, 1)]
+    for p in old:
+        p["metadata"]["creationTimestamp"] = "2025-06-02T09:00:00Z"
+    new = _pod(sts, name="db-2", applied="env")
+    new["metadata"]["creationTimestamp"] = "2025-06-02T10:01:00Z"
+    plan = _plan(sts, pods=[*old, new])
+    assert plan.outcome == "unchanged"
+    assert not any("replaces them" in n for n in plan.notes), plan.notes
+    assert "partition 2 keeps the 2 pods below ordinal 2 as they are (2 without env): a rollout replaces only " \
+           "ordinals >= 2 (spec.updateStrategy.rollingUpdate.partition)" in plan.notes
+    # With spec.ordinals.start 5, the partition counts from the first ordinal: db-5 and db-6 are kept.
+    sts["spec"]["ordinals"] = {"start": 5}
+    shifted = [_pod(sts, name=f"db-{i}") for i in (5, 6, 7)]
+    plan = _plan(sts, pods=shifted)
+    assert "partition 2 keeps the 2 pods below ordinal 7 as they are (2 without env)" in plan.notes[-2]
+    assert "1 of 1 pods do not have env yet" in plan.notes
