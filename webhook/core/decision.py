@@ -14,7 +14,7 @@ from webhook.core import keys, placement
 from webhook.core.capability import Capability, positions
 from webhook.core.settings import Settings
 from webhook.core.shapes import optional_mapping
-from webhook.core.sysctls import PSA_BASELINE_ALLOWED
+from webhook.core.sysctls import namespace_of, psa_baseline_allowed
 
 Remedy = Literal["sysctl", "sysctl+affinity", "env", "none"]
 REMEDIES: tuple[Remedy, ...] = ("sysctl", "sysctl+affinity", "env", "none")
@@ -119,19 +119,25 @@ def _sysctl_blocker(
     os_name = optional_mapping(spec.get("os"), "spec.os").get("name")
     if os_name == "windows":
         return "none", "sysctls cannot be set on Windows pods"
-    if spec.get("hostNetwork") is True:
+    # core validation ValidateHostSysctl: a Net sysctl with hostNetwork, an IPC one with hostIPC.
+    namespaces = {namespace_of(s.name) for s in settings.sysctls}
+    if spec.get("hostNetwork") is True and "Net" in namespaces:
         return "env", "hostNetwork pods may not set net.* sysctls (API server validation)"
+    if spec.get("hostIPC") is True and "IPC" in namespaces:
+        return "env", "hostIPC pods may not set IPC sysctls (API server validation)"
     level = enforced_level(namespace_labels, settings)
     if level is None:
         return "env", "namespace labels not known yet, so Pod Security enforcement cannot be checked"
-    if pod_security_forbids(level, settings):
+    if pod_security_forbids(level, settings, (namespace_labels or {}).get(keys.PSA_ENFORCE_VERSION)):
         return "env", f"namespace enforces Pod Security {level}, which forbids unsafe sysctls"
     return None
 
 
-def pod_security_forbids(level: str, settings: Settings) -> bool:
-    """Whether Pod Security at this enforce level rejects a pod carrying the managed sysctls."""
-    return level in ("baseline", "restricted") and not all(s.name in PSA_BASELINE_ALLOWED for s in settings.sysctls)
+def pod_security_forbids(level: str, settings: Settings, version: str | None = None) -> bool:
+    """Whether Pod Security at this enforce level and version (`enforce-version`; None: latest) rejects a pod
+    carrying the managed sysctls."""
+    allowed = psa_baseline_allowed(version)
+    return level in ("baseline", "restricted") and not all(s.name in allowed for s in settings.sysctls)
 
 
 def enforced_level(namespace_labels: Mapping[str, str] | None, settings: Settings) -> str | None:
