@@ -186,7 +186,8 @@ def test_trimming_keeps_everything_the_inventory_reads() -> None:
     slim = trim("nodes", node)
     # The annotation is for offline review only; the tracker takes the allowlist from configz.
     assert node_facts_from_object(slim) == replace(node_facts_from_object(node), allowlist=None)
-    assert slim["status"]["nodeInfo"] == {"kubeletVersion": "v1.33.1", "bootID": node["status"]["nodeInfo"]["bootID"]}
+    assert slim["status"]["nodeInfo"] == {"kubeletVersion": "v1.33.1", "kernelVersion": "6.8.0-60-generic",
+                                          "bootID": node["status"]["nodeInfo"]["bootID"]}
     assert len(orjson.dumps(slim)) < len(orjson.dumps(node)) / 2
     pod = objects.sysctl_forbidden_pod("n1", "team", name="app-1")
     assert rejection_from_pod(trim("pods", pod)) == rejection_from_pod(pod)

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from tests.fakekube import objects
 from tests.helpers import pod
-from webhook.core.capability import Capability, NodeFacts, Taint
+from webhook.core.capability import Capability, NodeFacts, Taint, node_facts_from_object
 from webhook.core.decision import decide
 from webhook.core.errors import UnhandledObject
 from webhook.core.settings import Settings, parse_settings
@@ -208,3 +209,122 @@ def test_only_managed_sysctls_count_and_every_one_must_be_allowed() -> None:
 def test_unreadable_objects_raise_a_clear_error(bad: dict[str, Any]) -> None:
     with pytest.raises(UnhandledObject):
         decide(bad, namespace="t", namespace_labels={}, capability=ALLOWING, settings=SETTINGS)
+
+
+def _required(*terms: dict[str, Any]) -> dict[str, Any]:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}}}
+
+
+def _gt(value: str, operator: str = "Gt") -> dict[str, Any]:
+    return {"matchExpressions": [{"key": "gen", "operator": operator, "values": [value]}]}
+
+
+# Node labels gen=5 (allows), gen=20 (forbids), gen="1_0" (allows): Go's strconv.ParseInt(v, 10, 64) reads
+# the requirement value and each label (apimachinery labels selector.go); a value it refuses matches nothing.
+GENERATIONS = cluster(node("g5", labels={"gen": "5"}), node("g20", (), labels={"gen": "20"}),
+                      node("g-odd", labels={"gen": "1_0"}))
+GT_CASES = [
+    ("Gt 10: only gen=20 (the label 1_0 is no integer to Go)", "10", "env", "0 of 1 schedulable"),
+    ("Gt 1_0 is no integer to Go: matches no node", "1_0", "env", "no known schedulable node"),
+    ("Lt beyond int64: matches no node", f"Lt:{2**63}", "env", "no known schedulable node"),
+    ("Lt at the int64 maximum", f"Lt:{2**63 - 1}", "sysctl+affinity", "1 of 2"),
+    ("Gt +4: a sign is fine", "+4", "sysctl+affinity", "1 of 2"),
+    ("Gt with a space: no integer", " 4", "env", "no known schedulable node"),
+    ("Gt with non-ASCII digits: no integer", "\u0664", "env", "no known schedulable node"),
+]
+
+
+@pytest.mark.parametrize(("case", "value", "remedy", "reason"), GT_CASES, ids=[c[0] for c in GT_CASES])
+def test_gt_and_lt_values_are_read_as_go_reads_them(case: str, value: str, remedy: str, reason: str) -> None:
+    operator, _, bound = value.rpartition(":")
+    got_remedy, got_reason = run(pod(affinity=_required(_gt(bound, operator or "Gt"))), capability=GENERATIONS)
+    assert (got_remedy, reason in got_reason) == (remedy, True), got_reason
+
+
+# ---- issue 10 item 7: settings with sysctls other than the default
+
+
+def _one(name: str) -> Settings:
+    return parse_settings({"sysctls": [{"name": name, "value": "1"}]})
+
+
+def _kubelets(settings: Settings, *versions: tuple[str, str]) -> Capability:
+    """Nodes whose kubelets allowlist no unsafe sysctl at all, at (kubelet, kernel) versions, read from Node
+    objects as `review --nodes` and the tracker read them."""
+    nodes = []
+    for i, (kubelet, kernel) in enumerate(versions):
+        obj = objects.node(f"n{i}", annotations={"v4only.io/kubelet-allowed-unsafe-sysctls": ""})
+        obj["status"]["nodeInfo"].update(kubeletVersion=kubelet, kernelVersion=kernel)
+        nodes.append(node_facts_from_object(obj))
+    return Capability.build(nodes, sysctl_names=settings.sysctl_names, labels_published=True)
+
+
+def _allowlisting(settings: Settings) -> Capability:
+    """Nodes whose kubelets allowlist the managed sysctls: only the pod and namespace rules can say no."""
+    names = tuple(s.name for s in settings.sysctls)
+    return Capability.build([node("a", names), node("b", names)], sysctl_names=settings.sysctl_names,
+                            labels_published=True)
+
+
+SAFE_CASES = [
+    # pkg/kubelet/sysctl/safe_sysctls.go: tcp_keepalive_time safe from 1.29 on kernels >= 4.5
+    ("net.ipv4.tcp_keepalive_time", ("v1.33.1", "6.8.0-60-generic"), "sysctl"),
+    ("net.ipv4.tcp_keepalive_time", ("v1.28.9", "6.8.0-60-generic"), "env"),
+    ("net.ipv4.tcp_keepalive_time", ("v1.33.1", "4.4.0-210-generic"), "env"),
+    ("net.ipv4.tcp_keepalive_time", ("v1.33.1", ""), "env"),  # kernel unknown: the kubelet drops it
+    ("net.ipv4.tcp_rmem", ("v1.32.0+k3s1", "5.15.0"), "sysctl"),
+    ("net.ipv4.tcp_rmem", ("v1.31.4", "5.15.0"), "env"),
+    ("kernel/shm_rmid_forced", ("", ""), "sysctl"),  # safe on every kubelet; slash form normalised
+    ("net.ipv6.conf.all.disable_ipv6", ("v1.36.0", "6.8.0"), "env"),  # never safe
+]
+
+
+@pytest.mark.parametrize(("name", "versions", "remedy"), SAFE_CASES, ids=[f"{c[0]}@{c[1]}" for c in SAFE_CASES])
+def test_safe_sysctls_need_no_allowlist(name: str, versions: tuple[str, str], remedy: str) -> None:
+    settings = _one(name)
+    assert run(pod(), capability=_kubelets(settings, versions), settings=settings)[0] == remedy
+
+
+PSA_CASES = [
+    # pod-security-admission check_sysctls.go: tcp_rmem allowed by baseline from v1.32; "latest" or no label
+    # means the newest released set; an invalid version is latest (helpers.go ParseVersion).
+    ("net.ipv4.tcp_rmem", "v1.31", "env"),
+    ("net.ipv4.tcp_rmem", "v1.32", "sysctl"),
+    ("net.ipv4.tcp_rmem", "latest", "sysctl"),
+    ("net.ipv4.tcp_rmem", None, "sysctl"),
+    ("net.ipv4.tcp_rmem", "v1.99", "sysctl"),
+    ("net.ipv4.tcp_rmem", "1.31", "sysctl"),
+    ("net.ipv4.tcp_keepalive_time", "v1.28", "env"),
+    ("net.ipv4.tcp_keepalive_time", "v1.29", "sysctl"),
+    ("net.ipv4.ip_local_reserved_ports", "v1.26", "env"),
+    ("net.ipv4.ip_local_reserved_ports", "v1.27", "sysctl"),
+]
+
+
+@pytest.mark.parametrize(("name", "version", "remedy"), PSA_CASES, ids=[f"{c[0]}@{c[1]}" for c in PSA_CASES])
+def test_pod_security_baseline_list_follows_the_enforce_version(name: str, version: str | None, remedy: str) -> None:
+    settings = _one(name)
+    labels = {**ENABLED_NS, "pod-security.kubernetes.io/enforce": "baseline"}
+    if version is not None:
+        labels["pod-security.kubernetes.io/enforce-version"] = version
+    got, reason = run(pod(), ns_labels=labels, capability=_allowlisting(settings), settings=settings)
+    assert got == remedy, reason
+    if remedy == "env":
+        assert reason == "env: namespace enforces Pod Security baseline, which forbids unsafe sysctls"
+
+
+HOST_CASES = [
+    # core validation ValidateHostSysctl: Net sysctls not with hostNetwork, IPC sysctls not with hostIPC.
+    ("kernel.shm_rmid_forced", {"hostIPC": True}, "env: hostIPC pods may not set IPC sysctls (API server validation)"),
+    ("kernel.shm_rmid_forced", {"hostNetwork": True}, "sysctl"),
+    ("net.ipv4.tcp_syncookies", {"hostIPC": True}, "sysctl"),
+    ("net.ipv4.tcp_syncookies", {"hostNetwork": True},
+     "env: hostNetwork pods may not set net.* sysctls (API server validation)"),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "expected"), HOST_CASES, ids=[f"{c[0]}-{c[1]}" for c in HOST_CASES])
+def test_host_namespaces_refuse_the_sysctls_of_their_namespace(name: str, spec: dict[str, Any], expected: str) -> None:
+    settings = _one(name)
+    remedy, reason = run(pod(**spec), capability=_allowlisting(settings), settings=settings)
+    assert (remedy if expected == "sysctl" else reason) == expected

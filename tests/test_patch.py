@@ -160,3 +160,49 @@ def test_uv_offline_variables_only_when_the_decision_says_so() -> None:
     assert [e["name"] for e in plain] == ["NODE_OPTIONS", "JAVA_TOOL_OPTIONS"]
     asked = patched(pod(), Decision("sysctl", "sysctl: test", uv_offline=True))["spec"]["containers"][0]["env"]
     assert asked == [{"name": "UV_NO_SYNC", "value": "1"}, {"name": "UV_PYTHON_DOWNLOADS", "value": "never"}]
+
+
+# ---- issue 10 items 1 and 3: the pin goes when the remedy changes; empty terms stay empty
+
+PIN = {"key": "v4only.io/ipv6-sysctl", "operator": "In", "values": ["allowed"]}
+ZONE_A = {"key": "zone", "operator": "In", "values": ["a"]}
+ON_N1 = {"key": "metadata.name", "operator": "In", "values": ["n1"]}
+
+
+def _terms(*terms: dict[str, Any]) -> dict[str, Any]:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}}}
+
+
+def test_an_empty_term_stays_empty_when_the_others_are_pinned() -> None:
+    # nodeaffinity.go isEmptyNodeSelectorTerm: an empty term selects no node; pinned, it would select some.
+    for empty in ({}, {"matchExpressions": []}, {"matchExpressions": [], "matchFields": []}):
+        result = patched(pod(affinity=_terms({"matchExpressions": [ZONE_A]}, empty)), PINNED)
+        assert result["spec"]["affinity"] == _terms({"matchExpressions": [ZONE_A, PIN]}, empty)
+
+
+UNPIN_CASES = [
+    ("v4only made the whole affinity", {"nodeAffinity": _terms({"matchExpressions": [PIN]})["nodeAffinity"]}, None),
+    ("pod anti-affinity stays", {"podAntiAffinity": {}, **_terms({"matchExpressions": [PIN]})},
+     {"podAntiAffinity": {}}),
+    ("preferred terms stay", {"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {"matchExpressions": [ZONE_A]}}],
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [PIN]}]}}},
+     {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+         {"weight": 1, "preference": {"matchExpressions": [ZONE_A]}}]}}),
+    ("the user's terms stay, without the pin",
+     _terms({"matchExpressions": [ZONE_A, PIN]}, {"matchExpressions": [PIN], "matchFields": [ON_N1]},
+            {"matchExpressions": [PIN]}, {}),
+     _terms({"matchExpressions": [ZONE_A]}, {"matchFields": [ON_N1]}, {})),
+    ("an affinity without the pin is left alone", _terms({"matchExpressions": [ZONE_A]}),
+     _terms({"matchExpressions": [ZONE_A]})),
+]
+
+
+@pytest.mark.parametrize("decision", [ENV, SYSCTL_DECISION, Decision("none", "none: test")],
+                         ids=lambda d: d.remedy)
+@pytest.mark.parametrize(("case", "affinity", "expected"), UNPIN_CASES, ids=[c[0] for c in UNPIN_CASES])
+def test_the_pin_goes_when_the_remedy_is_not_sysctl_affinity(
+    case: str, affinity: dict[str, Any], expected: dict[str, Any] | None, decision: Decision
+) -> None:
+    result = patched(pod(affinity=affinity), decision)
+    assert result["spec"].get("affinity") == expected

@@ -153,3 +153,23 @@ def test_without_nodes_or_assume_the_live_cluster_decides(capsys, fake_kube, tmp
     assert status == 0, err
     # k-1 (pool a) allows; k-3 (pool a) allows too but is cordoned: 1 of 1.
     assert out.endswith("decision: sysctl\nreason: sysctl: 1 of 1 schedulable node allows net.ipv6.conf.all.disable_ipv6\n")
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job"])
+def test_a_template_with_null_metadata_is_reviewed(kind: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # `spec.template.metadata: null` is valid (ObjectMeta is optional); the remedy's annotations create it.
+    api = "batch/v1" if kind == "Job" else "apps/v1"
+    spec: dict = {"template": {"metadata": None, "spec": {"restartPolicy": "Never" if kind == "Job" else "Always",
+                                                          "containers": [{"name": "app", "image": "x"}]}}}
+    if kind != "Job":
+        spec["selector"] = {"matchLabels": {"app": "web"}}
+    path = tmp_path / "null.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": api, "kind": kind, "metadata": {"name": "web"}, "spec": spec}))
+    status, out, _ = review(capsys, str(path), "--assume", "allowed", NS, "-o", "json")
+    assert status == 0
+    admitted = json.loads(out)
+    validate(admitted)
+    template = admitted["spec"]["template"]
+    assert template["metadata"]["annotations"]["v4only.io/applied"] == "sysctl"
+    assert template["spec"]["securityContext"]["sysctls"] == [{"name": "net.ipv6.conf.all.disable_ipv6", "value": "1"}]

@@ -56,6 +56,15 @@ REFUSALS = [
      "fallbackEnv[0].mode: 'prepend' is not one of set, append"),
     ({"fallbackEnv": [{"name": "A=B", "value": "1"}]}, "fallbackEnv[0].name: 'A=B' is not a valid environment"),
     ({"fallbackEnv": "UV_NO_SYNC=1"}, "fallbackEnv: expected a list, got str"),
+    # As the API server validates (Go's anchored regexp never matches before a final newline; Python's `$` did):
+    # a YAML block scalar's trailing newline, or a name apimachinery IsEnvVarName refuses.
+    ({"sysctls": [{"name": "net.ipv6.conf.all.disable_ipv6\n", "value": "1"}]},
+     "sysctls[0].name: 'net.ipv6.conf.all.disable_ipv6\\n' is not a valid sysctl name"),
+    ({"fallbackEnv": [{"name": "1NODE OPTIONS", "value": "1"}]},
+     "fallbackEnv[0].name: '1NODE OPTIONS' is not a valid environment variable name"),
+    ({"fallbackEnv": [{"name": "NODE_OPTIONS\n", "value": "1"}]},
+     "fallbackEnv[0].name: 'NODE_OPTIONS\\n' is not a valid environment variable name"),
+    ({"fallbackEnv": [{"name": "..X", "value": "1"}]}, "fallbackEnv[0].name: '..X' is not a valid environment"),
     ({"mixedClusters": "sysctl"}, "mixedClusters: 'sysctl' is not one of affinity, env"),
     ({"dns": {"mode": "on"}}, "dns.mode: 'on' is not one of auto, cluster-search, ndots, off"),
     ({"dns": {"probeNames": ["pypi.org\n"]}}, "dns.probeNames: 'pypi.org\\n' is not a DNS name"),

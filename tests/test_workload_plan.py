@@ -11,7 +11,6 @@ import pytest
 from tests.fakekube import objects
 from tests.helpers import apply_ops, validate
 from webhook.core.capability import Capability, NodeFacts
-from webhook.core.decision import decide
 from webhook.core.rollout_status import rollout_status
 from webhook.core.settings import Settings
 from webhook.core.workload_plan import (
@@ -150,8 +149,11 @@ def test_a_daemonset_pod_is_decided_for_its_own_node() -> None:
     pod = _pod(ds, applied="env", affinity=pinned)
     pod["spec"]["nodeName"] = "a"  # ignored: the webhook decides before scheduling
     assert pod_in_line(pod, namespace_labels=ENABLED, capability=capability, settings=SETTINGS)
-    assert decide(ds["spec"]["template"], namespace="team", namespace_labels=ENABLED, capability=capability,
-                  settings=SETTINGS).remedy == "sysctl+affinity"
+    # Its template is never pinned (the controller would drop the daemon from b): env, and each pod its node's.
+    plan = _plan(ds, capability=capability, strategy="template")
+    assert plan.remedy == "env" and plan.reason.endswith("each pod gets its node's remedy")
+    assert "daemon pods: sysctl on a; env on b" in plan.notes
+    assert not any("affinity" in op["path"] for op in plan.template_ops)
 
 
 # ---- kinds and skips
@@ -309,3 +311,37 @@ def test_statefulset_and_daemonset_rollout_status() -> None:
     assert rollout_status(ds).done
     ds["spec"]["updateStrategy"] = {"type": "OnDelete"}
     assert rollout_status(ds).done
+
+
+def test_a_template_with_null_metadata_is_patched_with_either_strategy() -> None:
+    dep = _stored(objects.deployment("web", "team"))
+    dep["spec"]["template"]["metadata"] = None  # valid: ObjectMeta is optional
+    for strategy in ("template", "restart"):
+        plan = _plan(dep, strategy=strategy, namespace_labels={"v4only.io/inject": "enabled"})
+        assert plan.outcome == "changed", plan.reason
+        patched = apply_ops(dep, list(plan.patch))
+        validate(patched)
+        assert patched["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_a_statefulset_partition_keeps_its_lower_ordinals_and_patch_says_so() -> None:
+    # stateful_set_control.go: a rolling update replaces only ordinals >= partition (minus ordinals.start).
+    sts = _stored(objects.statefulset("db", "team", replicas=3))
+    sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = 2
+    sts["spec"]["template"]["metadata"]["annotations"] = {RESTARTED_AT: "2025-06-02T10:00:00Z"}
+    old = [_pod(sts, name=f"db-{i}") for i in (0, 1)]
+    for p in old:
+        p["metadata"]["creationTimestamp"] = "2025-06-02T09:00:00Z"
+    new = _pod(sts, name="db-2", applied="env")
+    new["metadata"]["creationTimestamp"] = "2025-06-02T10:01:00Z"
+    plan = _plan(sts, pods=[*old, new])
+    assert plan.outcome == "unchanged"
+    assert not any("replaces them" in n for n in plan.notes), plan.notes
+    assert "partition 2 keeps the 2 pods below ordinal 2 as they are (2 without env): a rollout replaces only " \
+           "ordinals >= 2 (spec.updateStrategy.rollingUpdate.partition)" in plan.notes
+    # With spec.ordinals.start 5, the partition counts from the first ordinal: db-5 and db-6 are kept.
+    sts["spec"]["ordinals"] = {"start": 5}
+    shifted = [_pod(sts, name=f"db-{i}") for i in (5, 6, 7)]
+    plan = _plan(sts, pods=shifted)
+    assert "partition 2 keeps the 2 pods below ordinal 7 as they are (2 without env)" in plan.notes[-2]
+    assert "1 of 1 pods do not have env yet" in plan.notes

@@ -198,6 +198,7 @@ def _review_document(doc: Any, inputs: Inputs, index: int) -> Result:
             namespace_labels=_labels_for(namespace, inputs),
             capability=inputs.capability,
             settings=inputs.settings,
+            daemonset=_kind(doc) == "DaemonSet",
         )
         plan = plan_patch(template, decision, inputs.settings, base=pointer)
     except UnhandledObject as error:

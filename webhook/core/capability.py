@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from webhook.core import keys
 from webhook.core.dns_remedy import DnsFacts
-from webhook.core.sysctls import Allowlist, normalize_name
+from webhook.core.sysctls import Allowlist, normalize_name, safe_sysctls
 
 Verdict = Literal["allowed", "forbidden", "unknown"]
-Source = Literal["override", "evidence", "kubelet-config", "assumed", "none"]
+Source = Literal["override", "evidence", "kubelet-safe", "kubelet-config", "assumed", "none"]
 
 # Only these taint effects keep the scheduler away; PreferNoSchedule is a preference.
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
@@ -43,6 +43,7 @@ class NodeFacts:
     unschedulable: bool = False
     ready: bool = True
     kubelet_version: str = ""
+    kernel_version: str = ""  # status.nodeInfo.kernelVersion: which safe sysctls the kubelet offers
     # The running kubelet's allowedUnsafeSysctls as reported; None when not known (not read, 403, down).
     allowlist: tuple[str, ...] | None = None
     # Normalised managed sysctl names a pod on this node was refused with SysctlForbidden.
@@ -67,10 +68,14 @@ def evaluate_node(node: NodeFacts, sysctl_names: Iterable[str]) -> NodeVerdict:
     refused = [n for n in names if n in node.refused]
     if refused:
         return NodeVerdict("forbidden", "evidence", f"a pod was refused {refused[0]} (SysctlForbidden)")
+    safe = safe_sysctls(node.kubelet_version, node.kernel_version)
+    unsafe = [n for n in names if n not in safe]
+    if not unsafe:  # allowed by every kubelet of this version on this kernel, whatever its allowlist
+        return NodeVerdict("allowed", "kubelet-safe", f"safe sysctls on kubelet {node.kubelet_version or '(unknown)'}")
     if node.allowlist is None:
         return NodeVerdict("unknown", "none", "kubelet configuration not known")
     allowlist = Allowlist.parse(node.allowlist)
-    missing = [n for n in names if not allowlist.allows(n)]
+    missing = [n for n in unsafe if not allowlist.allows(n)]
     shown = ",".join(node.allowlist) or "(empty)"
     if missing:
         return NodeVerdict("forbidden", "kubelet-config", f"kubelet allowedUnsafeSysctls {shown} lacks {missing[0]}")
@@ -197,6 +202,7 @@ def node_facts_from_object(obj: Mapping[str, Any]) -> NodeFacts:
         unschedulable=spec.get("unschedulable") is True,
         ready=node_is_ready(obj),
         kubelet_version=str(_mapping(_mapping(obj.get("status")).get("nodeInfo")).get("kubeletVersion", "")),
+        kernel_version=str(_mapping(_mapping(obj.get("status")).get("nodeInfo")).get("kernelVersion", "")),
         allowlist=allowlist,
     )
 

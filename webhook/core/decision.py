@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from webhook.core import keys, placement
-from webhook.core.capability import Capability
+from webhook.core.capability import Capability, positions
 from webhook.core.dns_remedy import DnsChoice, DnsFacts, DnsOutcome, choose_dns
 from webhook.core.settings import Settings
 from webhook.core.shapes import optional_mapping
-from webhook.core.sysctls import PSA_BASELINE_ALLOWED
+from webhook.core.sysctls import namespace_of, psa_baseline_allowed
 
 Remedy = Literal["sysctl", "sysctl+affinity", "env", "none"]
 REMEDIES: tuple[Remedy, ...] = ("sysctl", "sysctl+affinity", "env", "none")
@@ -61,14 +61,20 @@ def decide(
     namespace_labels: Mapping[str, str] | None,
     capability: Capability,
     settings: Settings,
+    daemonset: bool = False,
 ) -> Decision:
-    """Decide for a Pod (or a pod template: metadata + spec). `namespace_labels` None = not known."""
+    """Decide for a Pod (or a pod template: metadata + spec). `namespace_labels` None = not known.
+
+    `daemonset`: the pod template of a DaemonSet, judged on the nodes its controller runs a pod on.
+    """
     meta, spec = optional_mapping(pod.get("metadata"), "metadata"), optional_mapping(pod.get("spec"), "spec")
     unmanaged = _unmanaged_reason(meta, namespace, namespace_labels, settings)
     if unmanaged is not None:
         return Decision(None, unmanaged)
     override, notes = _override(meta)
-    remedy, reason = _choose(override, spec, namespace_labels, capability, settings)
+    remedy, reason = _choose(override, spec, namespace_labels, capability, settings, daemonset)
+    if daemonset and override == "auto" and _sysctl_blocker(spec, namespace_labels, settings) is None:
+        notes = (*notes, *_daemon_pods_note(spec, capability))
     facts = capability.dns
     dns = DnsOutcome()
     if not _no_cluster_dns(spec):
@@ -140,6 +146,7 @@ def _choose(
     namespace_labels: Mapping[str, str] | None,
     capability: Capability,
     settings: Settings,
+    daemonset: bool = False,
 ) -> tuple[Remedy, str]:
     if override == "none":
         return "none", f"none: {keys.REMEDY}=none"
@@ -152,7 +159,7 @@ def _choose(
         return remedy, f"{remedy}: {why}{suffix}"
     if override == "sysctl":
         return "sysctl", f"sysctl: {keys.REMEDY}=sysctl (node capability not checked)"
-    remedy, why = _by_capability(spec, capability, settings)
+    remedy, why = _by_capability(spec, capability, settings, daemonset)
     return remedy, f"{remedy}: {why}"
 
 
@@ -163,19 +170,25 @@ def _sysctl_blocker(
     os_name = optional_mapping(spec.get("os"), "spec.os").get("name")
     if os_name == "windows":
         return "none", "sysctls cannot be set on Windows pods"
-    if spec.get("hostNetwork") is True:
+    # core validation ValidateHostSysctl: a Net sysctl with hostNetwork, an IPC one with hostIPC.
+    namespaces = {namespace_of(s.name) for s in settings.sysctls}
+    if spec.get("hostNetwork") is True and "Net" in namespaces:
         return "env", "hostNetwork pods may not set net.* sysctls (API server validation)"
+    if spec.get("hostIPC") is True and "IPC" in namespaces:
+        return "env", "hostIPC pods may not set IPC sysctls (API server validation)"
     level = enforced_level(namespace_labels, settings)
     if level is None:
         return "env", "namespace labels not known yet, so Pod Security enforcement cannot be checked"
-    if pod_security_forbids(level, settings):
+    if pod_security_forbids(level, settings, (namespace_labels or {}).get(keys.PSA_ENFORCE_VERSION)):
         return "env", f"namespace enforces Pod Security {level}, which forbids unsafe sysctls"
     return None
 
 
-def pod_security_forbids(level: str, settings: Settings) -> bool:
-    """Whether Pod Security at this enforce level rejects a pod carrying the managed sysctls."""
-    return level in ("baseline", "restricted") and not all(s.name in PSA_BASELINE_ALLOWED for s in settings.sysctls)
+def pod_security_forbids(level: str, settings: Settings, version: str | None = None) -> bool:
+    """Whether Pod Security at this enforce level and version (`enforce-version`; None: latest) rejects a pod
+    carrying the managed sysctls."""
+    allowed = psa_baseline_allowed(version)
+    return level in ("baseline", "restricted") and not all(s.name in allowed for s in settings.sysctls)
 
 
 def enforced_level(namespace_labels: Mapping[str, str] | None, settings: Settings) -> str | None:
@@ -189,7 +202,9 @@ def enforced_level(namespace_labels: Mapping[str, str] | None, settings: Setting
     return level if level in ("privileged", "baseline", "restricted") else "restricted"
 
 
-def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Settings) -> tuple[Remedy, str]:
+def _by_capability(
+    spec: Mapping[str, Any], capability: Capability, settings: Settings, daemonset: bool = False
+) -> tuple[Remedy, str]:
     """Rule 5: the verdicts of the nodes the pod can land on."""
     names = _names(settings)
     if capability.state == "unknown":
@@ -197,6 +212,8 @@ def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Se
     if capability.state == "assumed":
         remedy: Remedy = "sysctl" if capability.assumed == "allowed" else "env"
         return remedy, f"assumed {capability.assumed} for {names} ({capability.note})"
+    if daemonset:
+        return _by_daemon_nodes(spec, capability, names)
     candidates = placement.candidate_nodes(spec, capability)
     total = candidates.bit_count()
     if total == 0:
@@ -217,6 +234,40 @@ def _by_capability(spec: Mapping[str, Any], capability: Capability, settings: Se
     if not capability.labels_published:
         return "env", f"{counts}; no published node labels to pin to"
     return "sysctl+affinity", f"{counts}; pinned to {keys.NODE_CAPABILITY}=allowed"
+
+
+def _by_daemon_nodes(spec: Mapping[str, Any], capability: Capability, names: str) -> tuple[Remedy, str]:
+    """A DaemonSet's template is never pinned: its controller checks the template's node affinity per node
+    and would delete the daemon from every node without the label (daemon_controller.go
+    NodeShouldRunDaemonPod). Its pods reach the webhook bound to one node each and get that node's remedy,
+    so the template carries the sysctl only when every node that runs its pods accepts it."""
+    nodes = placement.daemon_nodes(spec, capability)
+    total = nodes.bit_count()
+    if total == 0:
+        return "env", "no known node runs this DaemonSet's pods"
+    allowed = (nodes & capability.allowed).bit_count()
+    counts = f"{allowed} of {total} nodes running its pods allow {names}"
+    if allowed == total:
+        return "sysctl", counts
+    return "env", f"{counts}; each pod gets its node's remedy"
+
+
+def _daemon_pods_note(spec: Mapping[str, Any], capability: Capability) -> tuple[str, ...]:
+    """What the webhook gives the daemon pod on each node: sysctl where the node allows it, else env."""
+    if capability.state != "known":
+        return ()
+    nodes = placement.daemon_nodes(spec, capability)
+    if not nodes:
+        return ()
+    allowed = [capability.nodes[i].name for i in positions(nodes & capability.allowed)]
+    other = [capability.nodes[i].name for i in positions(nodes & ~capability.allowed)]
+    parts = [f"{remedy} on {_listed(found)}" for remedy, found in (("sysctl", allowed), ("env", other)) if found]
+    return (_clip(f"daemon pods: {'; '.join(parts)}"),)
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:3])
+    return shown if len(names) <= 3 else f"{shown} (+{len(names) - 3})"
 
 
 def _names(settings: Settings) -> str:

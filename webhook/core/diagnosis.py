@@ -198,7 +198,8 @@ def _namespace_report(
     shown = f"{level} (default)" if raw is None else level if raw == level else f"{level} (invalid {raw[:20]!r})"
     if decision.remedy is None:
         return NamespaceReport(name, shown, "unmanaged", decision.reason, problem=False)
-    problem = decision.remedy == "env" and not pod_security_forbids(level, settings)
+    version = labels.get(keys.PSA_ENFORCE_VERSION)
+    problem = decision.remedy == "env" and not pod_security_forbids(level, settings, version)
     return NamespaceReport(name, shown, decision.remedy, decision.reason, problem)
 
 

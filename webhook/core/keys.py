@@ -20,5 +20,6 @@ FORBIDDEN = "forbidden"
 
 # Pod Security Admission namespace label (pod-security-admission api/constants.go).
 PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
+PSA_ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"

@@ -57,6 +57,8 @@ def plan_patch(pod: Mapping[str, Any], decision: Decision, settings: Settings, *
         ops += _ensure_sysctls(spec, settings, f"{base}/spec")
     if remedy == "sysctl+affinity":
         ops += _ensure_affinity(spec, f"{base}/spec")
+    else:  # a pin left from an earlier decision would strand the pod once no node is labelled allowed
+        ops += _remove_affinity(spec, f"{base}/spec")
     variables: tuple[FallbackVar, ...] = ()
     if remedy == "env":
         removal, removed = _remove_sysctls(spec, settings, f"{base}/spec")
@@ -135,6 +137,8 @@ def _ensure_affinity(spec: Mapping[str, Any], path: str) -> list[Op]:
     for i, raw in enumerate(terms):
         existing = required_mapping(raw, "a nodeSelectorTerm")
         expressions = optional_list(existing.get("matchExpressions"), "matchExpressions")
+        if _is_empty_term(existing):
+            continue  # it selects no node (nodeaffinity isEmptyNodeSelectorTerm); pinned, it would select some
         if expressions is None:
             ops.append(_add(f"{required_path}/nodeSelectorTerms/{i}/matchExpressions", [dict(AFFINITY_REQUIREMENT)]))
         elif AFFINITY_REQUIREMENT not in expressions:
@@ -143,6 +147,44 @@ def _ensure_affinity(spec: Mapping[str, Any], path: str) -> list[Op]:
 
 
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+
+
+def _is_empty_term(term: Mapping[str, Any]) -> bool:
+    return not term.get("matchExpressions") and not term.get("matchFields")
+
+
+def _remove_affinity(spec: Mapping[str, Any], path: str) -> list[Op]:
+    """Undo `_ensure_affinity`: v4only's own requirement goes from every term, a term that held only it goes,
+    and when no term is left, the parents v4only would have created go too (a required node selector needs
+    at least one term: core validation `validateNodeSelector`)."""
+    affinity = optional_mapping(spec.get("affinity"), "spec.affinity")
+    node_affinity = optional_mapping(affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
+    required = optional_mapping(node_affinity.get(_REQUIRED), "node affinity")
+    terms = optional_list(required.get("nodeSelectorTerms"), "nodeSelectorTerms") or []
+    required_path = f"{path}/affinity/nodeAffinity/{_REQUIRED}"
+    ops: list[Op] = []
+    kept = len(terms)
+    for i in reversed(range(len(terms))):  # highest index first: a removal never shifts one still to come
+        term = optional_mapping(terms[i], "a nodeSelectorTerm")
+        expressions = optional_list(term.get("matchExpressions"), "matchExpressions") or []
+        pins = [j for j, e in enumerate(expressions) if e == AFFINITY_REQUIREMENT]
+        term_path = f"{required_path}/nodeSelectorTerms/{i}"
+        if not pins:
+            continue
+        if len(pins) < len(expressions):
+            ops += [{"op": "remove", "path": f"{term_path}/matchExpressions/{j}"} for j in reversed(pins)]
+        elif term.get("matchFields"):
+            ops.append({"op": "remove", "path": f"{term_path}/matchExpressions"})
+        else:
+            ops.append({"op": "remove", "path": term_path})
+            kept -= 1
+    if not ops or kept:
+        return ops
+    if len(node_affinity) > 1:
+        return [{"op": "remove", "path": required_path}]
+    if len(affinity) > 1:
+        return [{"op": "remove", "path": f"{path}/affinity/nodeAffinity"}]
+    return [{"op": "remove", "path": f"{path}/affinity"}]
 
 
 def _ensure_env(spec: Mapping[str, Any], variables: Sequence[FallbackVar], path: str) -> tuple[list[Op], list[str]]:

@@ -11,6 +11,7 @@ bitmasks (bit i = `capability.nodes[i]`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -32,11 +33,49 @@ def candidate_nodes(spec: Mapping[str, Any], capability: Capability) -> int:
         return 0 if index is None else 1 << index
     nodes = _select(spec, capability)
     tolerations = _tolerations(spec)
+    nodes = _tolerable(nodes, tolerations, capability)
+    if capability.cordoned and not _tolerated(UNSCHEDULABLE_TAINT, tolerations):
+        nodes &= ~capability.cordoned
+    return nodes
+
+
+# pkg/controller/daemon/util/daemonset_util.go AddOrUpdateDaemonPodTolerations: what the DaemonSet controller
+# adds to every daemon pod (NewPod) before it judges a node, and to the pods it creates.
+def _exists(key: str, effect: str) -> Mapping[str, str]:
+    return {"key": f"node.kubernetes.io/{key}", "operator": "Exists", "effect": effect}
+
+
+DAEMON_TOLERATIONS = (
+    _exists("not-ready", "NoExecute"),
+    _exists("unreachable", "NoExecute"),
+    _exists("disk-pressure", "NoSchedule"),
+    _exists("memory-pressure", "NoSchedule"),
+    _exists("pid-pressure", "NoSchedule"),
+    _exists("unschedulable", "NoSchedule"),
+)
+_NETWORK_UNAVAILABLE = _exists("network-unavailable", "NoSchedule")  # hostNetwork daemon pods only
+
+
+def daemon_nodes(spec: Mapping[str, Any], capability: Capability) -> int:
+    """The nodes a DaemonSet with this pod template runs a pod on (daemon_controller.go NodeShouldRunDaemonPod:
+    the template's nodeName, its required node affinity and node selector, and NoSchedule/NoExecute taints
+    against its tolerations plus the controller's own; a cordoned node carries the unschedulable taint)."""
+    nodes = _select(spec, capability)
+    node_name = spec.get("nodeName")
+    if node_name:
+        index = capability.by_name.get(str(node_name))
+        nodes &= 0 if index is None else 1 << index
+    tolerations = [*_tolerations(spec), *DAEMON_TOLERATIONS]
+    if spec.get("hostNetwork") is True:
+        tolerations.append(_NETWORK_UNAVAILABLE)
+    return _tolerable(nodes, tolerations, capability)
+
+
+def _tolerable(nodes: int, tolerations: Sequence[Mapping[str, Any]], capability: Capability) -> int:
+    """`nodes` minus those with a blocking taint the tolerations do not tolerate."""
     for taints, members in capability.taint_groups:
         if nodes & members and not all(_tolerated(t, tolerations) for t in taints):
             nodes &= ~members
-    if capability.cordoned and not _tolerated(UNSCHEDULABLE_TAINT, tolerations):
-        nodes &= ~capability.cordoned
     return nodes
 
 
@@ -106,10 +145,10 @@ def _label_requirement(req: Mapping[str, Any], capability: Capability) -> int:
         return with_key
     if operator == "DoesNotExist":
         return capability.everyone & ~with_key
-    if operator in ("Gt", "Lt") and len(values) == 1 and _is_int(values[0]):
-        bound = int(values[0])
+    bound = parse_int64(values[0]) if operator in ("Gt", "Lt") and len(values) == 1 else None
+    if bound is not None:
         nodes = capability.nodes
-        return bitmask(i for i in positions(with_key) if _compares(nodes[i].labels[key], operator, bound))
+        return bitmask(i for i in positions(with_key) if _compares(nodes[i].labels[key], str(operator), bound))
     return 0  # an operator the API server would have rejected matches nothing
 
 
@@ -139,18 +178,24 @@ def _union(masks: Iterable[int]) -> int:
     return result
 
 
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+_INT64_RE = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int64(text: str) -> int | None:
+    """Go's `strconv.ParseInt(text, 10, 64)`, which apimachinery labels uses for Gt/Lt (selector.go
+    NewRequirement and Requirement.Matches): ASCII digits with an optional sign, within int64. Python's
+    `int()` also takes `1_0`, spaces and non-ASCII digits. None where Go fails: the term then matches no node."""
+    if _INT64_RE.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
 
 
 def _compares(label: str, operator: str, bound: int) -> bool:
-    if not _is_int(label):
+    value = parse_int64(label)
+    if value is None:
         return False
-    return int(label) > bound if operator == "Gt" else int(label) < bound
+    return value > bound if operator == "Gt" else value < bound
 
 
 def _tolerations(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:

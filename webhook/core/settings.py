@@ -19,6 +19,12 @@ MixedPolicy = Literal["affinity", "env"]
 PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 
 
+# apimachinery validation.go IsEnvVarName: envVarNameFmt, and never ".", ".." or a "..." prefix. The strict
+# form, not IsRelaxedEnvVarName (feature gate RelaxedEnvironmentVariableValidation): every API server accepts
+# what it accepts. `fullmatch`, as Go's anchored regexp: no trailing newline slips through.
+_ENV_NAME_RE = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+
+
 class SettingsError(ValueError):
     """A settings file with an unknown key or a bad value; the message names the key."""
 
@@ -181,8 +187,11 @@ def _parse_fallback(raw: Any, key: str) -> tuple[FallbackVar, ...]:
         where = f"{key}[{i}]"
         entry = _mapping(item, where, {"name": None, "value": None, "mode": None})
         name = _string(entry.get("name"), f"{where}.name")
-        if not name or "=" in name:
-            raise SettingsError(f"{where}.name: {name!r} is not a valid environment variable name")
+        if _ENV_NAME_RE.fullmatch(name) is None or name == "." or name.startswith(".."):
+            raise SettingsError(
+                f"{where}.name: {name!r} is not a valid environment variable name (letters, digits, '_', '-', '.'; "
+                "not starting with a digit)"
+            )
         mode = _choice(entry.get("mode", "set"), f"{where}.mode", ("set", "append"))
         parsed.append(FallbackVar(name, _string(entry.get("value"), f"{where}.value"), mode))
     if len({v.name for v in parsed}) != len(parsed):

@@ -20,6 +20,7 @@ failure is a 422 (handlers/patch.go `applyJSPatch`), indistinguishable from a ba
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -135,7 +136,7 @@ def plan_workload(
     if kind == "Pod":  # decided as the webhook will see it when re-created: not yet scheduled
         template = {"metadata": meta, "spec": _without_node(template.get("spec"))}
     decision = decide(template, namespace=namespace, namespace_labels=namespace_labels, capability=capability,
-                      settings=settings)
+                      settings=settings, daemonset=kind == "DaemonSet")
     if not decision.managed:
         return _skip(base, "not-managed", decision.reason)
     planned = plan_patch(template, decision, settings, base=pointer)
@@ -161,6 +162,12 @@ def plan_workload(
                      "(--strategy template writes the change into the job template)")
     restarted = _mapping(_mapping(template.get("metadata")).get("annotations")).get(RESTARTED_AT)
     live = None if pods is None else [p for p in pods if counts_for_restart(p)]
+    kept = _kept_by_partition(obj, live or [])
+    if kept:
+        live = [p for p in live or [] if p not in kept]
+        lacking = sum(not pod_in_line(p, namespace_labels=namespace_labels, capability=capability,
+                                      settings=settings) for p in kept)
+        plan = _with(plan, notes=(*plan.notes, _partition_note(obj, len(kept), lacking, str(decision.remedy))))
     considered = None if live is None else [p for p in live if not _created_before(p, _time(restarted))]
     if live and considered is not None and len(considered) < len(live):
         plan = _with(plan, notes=(*plan.notes, f"{len(live) - len(considered)} pods predate its restart at "
@@ -344,6 +351,47 @@ def _owner_notes(kind: str, owner: Mapping[str, Any] | None, gitops: str | None,
     if owner is not None and strategy == "template":
         notes.append(f"controlled by {owner.get('kind')}/{owner.get('name')}, which may revert a pod template change")
     return notes
+
+
+def _partition(obj: Mapping[str, Any]) -> int:
+    """A StatefulSet's rolling-update partition (0 for anything else, or OnDelete)."""
+    if obj.get("kind") != "StatefulSet" or _update_strategy(obj) != "RollingUpdate":
+        return 0
+    value = _mapping(_mapping(_mapping(obj.get("spec")).get("updateStrategy")).get("rollingUpdate")).get("partition")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+_ORDINAL = re.compile(r"(.*)-([0-9]+)")  # stateful_set_utils.go statefulPodRegex
+
+
+def _kept_by_partition(obj: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The pods a rollout leaves alone: stateful_set_control.go replaces only replicas[target] for
+    target >= partition, where target is the pod's ordinal minus `spec.ordinals.start`."""
+    boundary = _partition_boundary(obj)
+    if boundary is None:
+        return []
+    name = str(_mapping(obj.get("metadata")).get("name") or "")
+    kept = []
+    for pod in pods:
+        match = _ORDINAL.fullmatch(str(_mapping(pod.get("metadata")).get("name") or ""))
+        if match and match[1] == name and int(match[2]) < boundary:
+            kept.append(pod)
+    return kept
+
+
+def _partition_boundary(obj: Mapping[str, Any]) -> int | None:
+    """The lowest ordinal a rollout replaces, or None without a partition."""
+    partition = _partition(obj)
+    start = _mapping(_mapping(obj.get("spec")).get("ordinals")).get("start")
+    first = start if isinstance(start, int) and not isinstance(start, bool) else 0
+    return first + partition if partition else None
+
+
+def _partition_note(obj: Mapping[str, Any], kept: int, lacking: int, remedy: str) -> str:
+    partition, boundary = _partition(obj), _partition_boundary(obj)
+    lack = f" ({lacking} without {remedy})" if lacking else ""
+    return (f"partition {partition} keeps the {kept} pods below ordinal {boundary} as they are{lack}: a rollout "
+            f"replaces only ordinals >= {boundary} (spec.updateStrategy.rollingUpdate.partition)")
 
 
 def _rollout_notes(obj: Mapping[str, Any]) -> tuple[str, ...]:

@@ -197,7 +197,7 @@ def trim(resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
             "spec": {k: spec[k] for k in ("taints", "unschedulable") if k in spec},
             "status": {
                 "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "Ready"],
-                "nodeInfo": {k: info[k] for k in ("kubeletVersion", "bootID") if k in info},
+                "nodeInfo": {k: info[k] for k in ("kubeletVersion", "kernelVersion", "bootID") if k in info},
             },
         }
     if resource == "pods":
