@@ -114,8 +114,9 @@ def decision(capability: Capability, namespace_labels: dict[str, str] | None = N
     )
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll (every 20 ms, at most `timeout` seconds) until `predicate()` is truthy; return its value."""
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition",
+               interval: float = 0.02) -> Any:
+    """Poll (every `interval` seconds, at most `timeout` seconds) until `predicate()` is truthy; return its value."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -123,4 +124,4 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)

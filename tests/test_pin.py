@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 import yaml
-from webhook.edges import review_cmd
-from webhook.edges.cli import main
-from webhook.edges.state import ClusterState
 
 from tests import capability_scenarios as sc
 from tests import patch_scenarios as ps
 from tests.fakekube import FakeKube, RolloutSimulator, objects
 from tests.helpers import admission_review, apply_ops, decode_patch, validate
 from tests.server_harness import ServerThread, make_tls
+from webhook.cli import review as review_cmd
+from webhook.cli.main import main
 from webhook.core.settings import Settings
+from webhook.loops.state import ClusterState
 
 IPV6 = "net.ipv6.conf.all.disable_ipv6"
 SYSCTL = {"name": IPV6, "value": "1"}

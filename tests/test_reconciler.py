@@ -134,7 +134,10 @@ def test_a_storm_is_rescued_continuously(kube: FakeKube, tmp_path: Path) -> None
             kube.put_object(pod)
         sc.wait_until(lambda: _restarted(kube, "app"), what="the Deployment restarted")
         # Ten a pass, until only the newest failed pod on each node is left (the tracker's evidence).
-        sc.wait_until(lambda: len(kube.list_objects("Pod", "team")) == 2, what="the storm cleaned up")
+        # Polled slowly: with a 20 ms poll (each one copies every pod out of the fake) the clean-up did not finish
+        # in 40 s on a loaded machine; at 0.5 s it takes about 1 s.
+        sc.wait_until(lambda: len(kube.list_objects("Pod", "team")) == 2, timeout=30, interval=0.5,
+                      what="the storm cleaned up")
         # The pass counts its deletions once it has made them all: the fake may be empty a moment before.
         sc.wait_until(lambda: handle.stats["pods_deleted"] >= 38, what="the deletions counted")
         assert handle.stats["rollouts"] == 1 and handle.stats["pods_deleted"] == 38

@@ -6,21 +6,27 @@ a few seconds; every wait is bounded (`wait_until`).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests import capability_scenarios as sc
+from tests.dns_fake import KUBELET_RESOLV, LabResolver, dns_server
 from tests.fakekube import FakeKube, RecordedRequest, objects
 from webhook.adapters import rbac_used
 from webhook.adapters.kube import KubeApi
 from webhook.core.capability import Capability
+from webhook.core.dns_trap import finding_from_dict
+from webhook.core.settings import parse_settings
 from webhook.loops.leader import LeaderElector, LeaseTimings
 from webhook.loops.state import ClusterState
 from webhook.tracker.config import TrackerConfig
+from webhook.tracker.dns_probe import ProbeConfig
 from webhook.tracker.start import TrackerHandle, start_tracker
 
 FAST = TrackerConfig(
@@ -35,6 +41,7 @@ FAST = TrackerConfig(
     lease_namespace="v4only-system",
     lease=LeaseTimings(lease_duration=1.0, renew_deadline=0.7, retry_period=0.1),
     label_resync_seconds=1.0,
+    dns_probe=None,  # the machine's own resolv.conf is no cluster's; test_the_dns_probe_* give it one
 )
 LABEL = "v4only.io/ipv6-sysctl"
 
@@ -52,12 +59,19 @@ def _api(kube: FakeKube, tmp_path: Path, name: str = "a") -> KubeApi:
 
 @contextmanager
 def tracking(
-    kube: FakeKube, tmp_path: Path, *, publish_labels: bool = False, name: str = "a"
+    kube: FakeKube, tmp_path: Path, *, publish_labels: bool = False, name: str = "a", dns_port: int | None = None
 ) -> Iterator[tuple[ClusterState, TrackerHandle]]:
     api = _api(kube, tmp_path, name)
     state = ClusterState(max_age_seconds=30.0)
     config = FAST if not publish_labels else _with_identity(name)
-    handle = start_tracker(state, sc.SETTINGS, api, publish_labels=publish_labels, config=config)
+    settings = sc.SETTINGS
+    if dns_port is not None:  # the DNS probe, against a test DNS server, every 0.3 s
+        resolv = tmp_path / f"resolv-{name}.conf"
+        resolv.write_text(KUBELET_RESOLV)
+        config = replace(config, dns_probe=ProbeConfig(resolv_conf=resolv, port=dns_port, timeout_seconds=1.0,
+                                                       node="e-2"))
+        settings = parse_settings({"dns": {"probeIntervalSeconds": 0.3}})
+    handle = start_tracker(state, settings, api, publish_labels=publish_labels, config=config)
     try:
         yield state, handle
     finally:
@@ -344,13 +358,36 @@ def _permission(request: RecordedRequest) -> tuple[str, str, str]:
 
 def test_the_tracker_uses_only_the_declared_permissions(kube: FakeKube, tmp_path: Path) -> None:
     sc.with_evidence(kube)
+    kube.put_object(objects.namespace("v4only-system"))
     kube.clear_requests()
-    with tracking(kube, tmp_path, publish_labels=True) as (state, handle):
+    with dns_server(LabResolver()) as port, tracking(kube, tmp_path, publish_labels=True, dns_port=port) as (
+            state, handle):
         _settled(state, {"e-1": "forbidden", "e-2": "allowed"})
         sc.wait_until(lambda: _label(kube, "e-1") == "forbidden", what="labels")
+        sc.wait_until(lambda: kube.get_object("ConfigMap", "v4only-dns", "v4only-system"), what="DNS finding")
         assert handle.leading
     used = {_permission(r) for r in kube.requests}
     assert used == rbac_used.SERVE
+
+
+def test_the_dns_probe_finding_reaches_decisions_and_the_cluster(kube: FakeKube, tmp_path: Path) -> None:
+    """Issue 9: the trap found by serve's probe makes the webhook add the DNS remedy, and the elected
+    replica publishes the finding where doctor and live review read it."""
+    sc.allowing(kube)
+    kube.put_object(objects.namespace("v4only-system"))
+    with dns_server(LabResolver()) as port, tracking(kube, tmp_path, publish_labels=True, dns_port=port) as (
+            state, handle):
+        sc.wait_until(lambda: _capability(state).dns.traps == ("corp.example",), what="the trap in the snapshot")
+        decision = sc.decision(_capability(state))
+        assert decision.applied == "sysctl+dns" and decision.dns is not None
+        assert decision.dns.nameservers == ("127.0.0.1",)
+        published = sc.wait_until(lambda: kube.get_object("ConfigMap", "v4only-dns", "v4only-system"),
+                                  what="the published finding")
+        assert handle.dns_finding is not None and handle.dns_finding.node == "e-2"
+    finding = finding_from_dict(json.loads(published["data"]["finding.json"]))
+    assert finding.traps == ("corp.example",) and finding.node == "e-2"
+    assert {d.domain: d.verdict for d in finding.domains} == {
+        "corp.example": "trap", "home.example": "safe", "broken.example": "unknown"}
 
 
 def test_a_crashed_leader_is_replaced_after_the_lease_expires(kube: FakeKube, tmp_path: Path) -> None:

@@ -36,8 +36,9 @@ class DnsFacts:
 
     @classmethod
     def from_finding(cls, finding: DnsFinding) -> DnsFacts:
-        return cls(True, finding.traps, finding.nameservers[:MAX_NAMESERVERS], finding.cluster_domain,
-                   finding.aaaa_blocking == "nxdomain")
+        # Outside a ClusterFirst pod (no cluster domain in serve's resolv.conf) the probe learns nothing.
+        return cls(finding.cluster_domain is not None, finding.traps, finding.nameservers[:MAX_NAMESERVERS],
+                   finding.cluster_domain, finding.aaaa_blocking == "nxdomain")
 
 
 @dataclass(frozen=True, slots=True)

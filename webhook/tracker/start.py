@@ -72,7 +72,7 @@ def start_tracker(
         namespace = config.lease_namespace or default_lease_namespace()
 
         def publish(finding: DnsFinding) -> None:  # by the elected replica only (the node-label Lease)
-            if publisher is not None and publisher.elector.leading:
+            if publisher is not None and publisher.elector.leading and finding.cluster_domain is not None:
                 write_finding(api, namespace, finding)
 
         prober = DnsProber(probe, coordinator.dns_found, publish)
