@@ -42,16 +42,15 @@ DNS_PUBLISHER: frozenset[Permission] = frozenset(
     }
 )
 
-# `v4only doctor` and live `v4only review` also read the DNS probe's finding (ConfigMap v4only-dns in v4only's
-# namespace); without this permission (403) the finding is simply unknown, as before the first probe.
-DNS_FINDING_READER: frozenset[Permission] = frozenset({("", "configmaps", "get")})
-
 # Granted by the namespaced Role (v4only's own namespace), not the ClusterRole.
 NAMESPACED: frozenset[Permission] = LABEL_PUBLISHER - {("", "nodes", "patch")} | DNS_PUBLISHER
 
 # `v4only doctor`, run by a person: one read of everything, no watches, no writes.
 DOCTOR: frozenset[Permission] = frozenset(
     {
+        # The DNS probe's finding (ConfigMap v4only-dns in v4only's namespace), read by doctor, live review and
+        # patch; without it (403) the finding is unknown, as before the first probe.
+        ("", "configmaps", "get"),
         ("", "nodes", "list"),
         ("", "nodes/proxy", "get"),
         ("", "namespaces", "list"),

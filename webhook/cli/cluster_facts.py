@@ -9,9 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from webhook.adapters.kube import KubeApi, KubeError
+from webhook.adapters.kube_dns import read_finding
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, node_facts_from_object
 from webhook.core.diagnosis import with_evidence
+from webhook.core.dns_remedy import DnsFacts
+from webhook.core.dns_trap import DnsFinding
 from webhook.core.evidence import FAILED_PODS, Rejection, rejection_from_pod
 from webhook.core.settings import Settings
 
@@ -28,15 +31,18 @@ class ClusterFacts:
     rejections: tuple[Rejection, ...]
     labels_published: bool
     pods_error: str = ""  # why failed pods could not be listed ("" = they were)
+    dns: DnsFinding | None = None  # the DNS probe's finding as serve published it (None: none, or not readable)
 
     def capability(self, settings: Settings) -> Capability:
-        """The snapshot the webhook would decide with, evidence included."""
+        """The snapshot the webhook would decide with, evidence and the DNS finding included."""
         nodes = with_evidence(self.nodes, self.rejections, settings.sysctl_names)
-        return Capability.build(nodes, sysctl_names=settings.sysctl_names, labels_published=self.labels_published)
+        built = Capability.build(nodes, sysctl_names=settings.sysctl_names, labels_published=self.labels_published)
+        return built if self.dns is None else replace(built, dns=DnsFacts.from_finding(self.dns))
 
 
-def gather(api: KubeApi) -> ClusterFacts:
-    """Read nodes, namespaces and failed pods, and every node's configz (bounded concurrency)."""
+def gather(api: KubeApi, namespace: str = "v4only-system") -> ClusterFacts:
+    """Read nodes, namespaces and failed pods, every node's configz (bounded concurrency), and the DNS probe's
+    finding that serve published in v4only's `namespace`."""
     nodes = [node_facts_from_object(n) for n in api.list("nodes").items]
     namespaces = {
         str((n.get("metadata") or {}).get("name")): dict((n.get("metadata") or {}).get("labels") or {})
@@ -53,6 +59,7 @@ def gather(api: KubeApi) -> ClusterFacts:
         # The only sign that a replica publishes labels, seen from outside: a node that carries one.
         labels_published=any(keys.NODE_CAPABILITY in n.labels for n in nodes),
         pods_error=pods_error,
+        dns=read_finding(api, namespace),
     )
 
 
