@@ -23,8 +23,9 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Flags for the demo: make serve ARGS='--assume forbidden --namespace-labels v4only.io/inject=enabled'
 serve: $(STAMP)
-	$(BIN)/v4only serve --dev
+	$(BIN)/v4only serve --dev $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -146,3 +146,30 @@ def test_a_big_cluster_fits_one_screen() -> None:
     ]
     assert "team-00 (+13 alike)" in text
     assert diagnosis.exit_status == 0
+
+
+def test_the_dns_section_shows_the_probes_finding_and_the_fix(kube: FakeKube, tmp_path: Path, capsys) -> None:
+    """Issue 9: doctor reads the finding serve published and says what musl clients see and what to change."""
+    import json as _json
+
+    from tests.fakekube import objects as fake_objects
+    from webhook.core.dns_trap import DnsFinding, DomainFinding
+
+    sc.allowing(kube)
+    finding = DnsFinding("2026-11-28T10:00:00Z", "w-1", ("10.152.183.10",), "cluster.local",
+                         (DomainFinding("communityfibre.co.uk", "trap", "pypi.org.communityfibre.co.uk answers NODATA"),
+                          DomainFinding("lan", "safe", "NXDOMAIN")), "nxdomain", False)
+    kube.put_object(fake_objects.namespace("v4only-system"))
+    kube.put_object({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": "v4only-dns", "namespace": "v4only-system"},
+                     "data": {"finding.json": _json.dumps(finding.to_dict())}})
+    args = _doctor(kube, tmp_path)
+    status = args.func(args)
+    out = capsys.readouterr().out
+    assert status == 1  # the NXDOMAIN-to-AAAA hack breaks every musl client: a problem
+    assert ("DNS (probed from node w-1 at 2026-11-28T10:00:00Z; cluster DNS 10.152.183.10, domain cluster.local; "
+            "AAAA hidden: nxdomain)") in out
+    assert 'communityfibre.co.uk  trap' in out and 'fails: "Name has no usable address" (F1)' in out
+    assert "remove communityfibre.co.uk from the nodes' search list" in out
+    assert "remove `template ANY AAAA { rcode NXDOMAIN }` from the coredns ConfigMap" in out
+    assert "sysctl+dns" in out  # the namespaces' decisions include rule 7, as the webhook's do

@@ -22,12 +22,15 @@ scripts/cluster/join.py), k3s by `+k3s` in the kubelet version.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, Source, Verdict, evaluate_node
 from webhook.core.decision import decide, enforced_level, pod_security_forbids
+from webhook.core.dns_remedy import DnsFacts
+from webhook.core.dns_report import DnsReport, dns_report
+from webhook.core.dns_trap import DnsFinding
 from webhook.core.evidence import Rejection
 from webhook.core.settings import Settings
 from webhook.core.sysctls import Allowlist, pattern_error
@@ -89,6 +92,7 @@ class Diagnosis:
     pods: tuple[PodReport, ...]
     hints: tuple[str, ...]
     problems: tuple[str, ...]
+    dns: DnsReport = field(default_factory=lambda: dns_report(None))
 
     @property
     def exit_status(self) -> int:
@@ -123,6 +127,7 @@ def diagnose(
     settings: Settings,
     labels_published: bool,
     pods_error: str = "",
+    dns: DnsFinding | None = None,
 ) -> Diagnosis:
     """Everything `doctor` shows, from plain facts; `nodes` carry the configz allowlists already.
 
@@ -131,6 +136,9 @@ def diagnose(
     rejected = sorted(rejections, key=lambda r: (r.namespace, r.name))
     facts = with_evidence(nodes, rejected, settings.sysctl_names)
     capability = Capability.build(facts, sysctl_names=settings.sysctl_names, labels_published=labels_published)
+    if dns is not None:  # the namespaces' decisions see what the webhook sees (rule 7)
+        capability = replace(capability, dns=DnsFacts.from_finding(dns))
+    dns_section = dns_report(dns)
     node_reports = tuple(
         _node_report(n, v.verdict, v.source, v.detail, configz_errors.get(n.name, ""), settings)
         for n, v in zip(capability.nodes, capability.verdicts, strict=True)
@@ -153,8 +161,9 @@ def diagnose(
         nodes=node_reports,
         namespaces=ns_reports,
         pods=pods,
-        hints=tuple(_hints(node_reports, ns_reports, pods, settings, labels_published, pods_error)),
-        problems=tuple(problems),
+        hints=(*_hints(node_reports, ns_reports, pods, settings, labels_published, pods_error), *dns_section.hints),
+        problems=(*problems, *dns_section.problems),
+        dns=dns_section,
     )
 
 
@@ -200,7 +209,7 @@ def _namespace_report(
         return NamespaceReport(name, shown, "unmanaged", decision.reason, problem=False)
     version = labels.get(keys.PSA_ENFORCE_VERSION)
     problem = decision.remedy == "env" and not pod_security_forbids(level, settings, version)
-    return NamespaceReport(name, shown, decision.remedy, decision.reason, problem)
+    return NamespaceReport(name, shown, decision.applied or decision.remedy, decision.reason, problem)
 
 
 # ---- hints ---------------------------------------------------------------------------------------

@@ -20,8 +20,10 @@ MAX_CELL = 44
 
 
 def render_json(diagnosis: Diagnosis) -> str:
+    finding = diagnosis.dns.finding
     doc = {
         "sysctls": list(diagnosis.sysctls),
+        "dns": None if finding is None else finding.to_dict(),
         "labelsPublished": diagnosis.labels_published,
         "nodes": [
             {
@@ -73,6 +75,7 @@ def render_table(diagnosis: Diagnosis) -> str:
     lines += ["", *_namespaces_table(diagnosis)]
     if diagnosis.pods:
         lines += ["", *_pods_table(diagnosis.pods)]
+    lines += _dns_section(diagnosis)
     if diagnosis.hints:
         lines += ["", "HINTS", *(f"- {h}" for h in diagnosis.hints)]
     lines.append("")
@@ -80,6 +83,19 @@ def render_table(diagnosis: Diagnosis) -> str:
         diagnosis.problems, none="no problems: every opted-in namespace gets the sysctl, or the fallback by design"
     )
     return "\n".join(lines) + "\n"
+
+
+def _dns_section(diagnosis: Diagnosis) -> list[str]:
+    finding = diagnosis.dns.finding
+    if finding is None:
+        return []
+    where = f"probed from node {finding.node}" if finding.node else "probed"
+    servers = ", ".join(finding.nameservers) or "-"
+    head = (f"DNS ({where} at {finding.checked_at}; cluster DNS {servers}, domain {finding.cluster_domain or '-'}; "
+            f"AAAA hidden: {finding.aaaa_blocking})")
+    headers = ("NODE SEARCH DOMAIN", "VERDICT", "A MUSL CLIENT (uv, Alpine)", "ANSWER")
+    rows = list(diagnosis.dns.rows) or [("(none)", "-", "resolves: no node search domain in the list", "-")]
+    return ["", head, *table(headers, rows)]
 
 
 def _summary(diagnosis: Diagnosis) -> str:
