@@ -4,12 +4,14 @@ and SysctlForbidden pods, read once (no watches).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from webhook.adapters.kube import KubeApi, KubeError
 from webhook.adapters.kube_dns import read_finding
+from webhook.cli.usage import UsageError, connect
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, node_facts_from_object
 from webhook.core.diagnosis import with_evidence
@@ -38,6 +40,17 @@ class ClusterFacts:
         nodes = with_evidence(self.nodes, self.rejections, settings.sysctl_names)
         built = Capability.build(nodes, sysctl_names=settings.sysctl_names, labels_published=self.labels_published)
         return built if self.dns is None else replace(built, dns=DnsFacts.from_finding(self.dns))
+
+
+def read_cluster(args: argparse.Namespace, *, hint: str = "") -> ClusterFacts:
+    """`gather` on the cluster of `--kubeconfig`/`--context`; a cluster that cannot be read is a usage error."""
+    api = connect(args, hint=hint)
+    try:
+        return gather(api)
+    except KubeError as error:
+        raise UsageError(f"cannot read the cluster: {error}") from None
+    finally:
+        api.close()
 
 
 def gather(api: KubeApi, namespace: str = "v4only-system") -> ClusterFacts:

@@ -12,10 +12,9 @@ import argparse
 import sys
 from typing import Any
 
-from webhook.adapters.kube import KubeError
 from webhook.cli import doctor_webhook
-from webhook.cli.cluster_facts import gather
-from webhook.cli.usage import KUBECONFIG_HELP, UsageError, connect, load_settings
+from webhook.cli.cluster_facts import read_cluster
+from webhook.cli.usage import KUBECONFIG_HELP, load_settings
 from webhook.core.diagnosis import diagnose
 from webhook.core.diagnosis_render import render_json, render_table
 
@@ -52,13 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.webhook:
         return doctor_webhook.run(args)
     settings = load_settings(args.config)
-    api = connect(args)
-    try:
-        facts = gather(api)
-    except KubeError as error:
-        raise UsageError(f"cannot read the cluster: {error}") from None
-    finally:
-        api.close()
+    facts = read_cluster(args)
     diagnosis = diagnose(
         facts.nodes,
         configz_errors=facts.configz_errors,

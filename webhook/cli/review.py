@@ -18,9 +18,8 @@ import orjson
 import yaml
 
 from webhook.adapters import files
-from webhook.adapters.kube import KubeError
 from webhook.cli.diffs import unified_yaml_diff
-from webhook.cli.usage import KUBECONFIG_HELP, UsageError, connect, parse_labels
+from webhook.cli.usage import KUBECONFIG_HELP, UsageError, parse_labels
 from webhook.core import keys
 from webhook.core.admission import build_response, parse_review, review_request
 from webhook.core.capability import Capability, node_facts_from_object
@@ -123,15 +122,9 @@ def _from_cluster(
     args: argparse.Namespace, settings: Settings
 ) -> tuple[Capability, Mapping[str, Mapping[str, str]]]:
     """Live capability and namespace labels, read the way `doctor` reads them."""
-    from webhook.cli.cluster_facts import gather  # only this path talks to a cluster
+    from webhook.cli.cluster_facts import read_cluster  # only this path talks to a cluster
 
-    api = connect(args, hint=" (or give --nodes FILE or --assume allowed|forbidden)")
-    try:
-        facts = gather(api)
-    except KubeError as error:
-        raise UsageError(f"cannot read the cluster: {error}") from None
-    finally:
-        api.close()
+    facts = read_cluster(args, hint=" (or give --nodes FILE or --assume allowed|forbidden)")
     return facts.capability(settings), facts.namespaces
 
 
