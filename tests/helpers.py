@@ -61,3 +61,18 @@ def pod(*, labels: dict[str, str] | None = None, annotations: dict[str, str] | N
     body = {"containers": [{"name": "app", "image": "registry.example/app:1"}]}
     body.update(spec)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": body}
+
+
+def ensure_kubectl() -> str:
+    """The real kubectl; Debian's `kubernetes-client` package where the machine has none (CI runs as root)."""
+    import shutil
+    import subprocess
+
+    found = shutil.which("kubectl")
+    if found is None:
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-q", "kubernetes-client"], check=True, capture_output=True,
+                       timeout=600)
+        found = shutil.which("kubectl")
+    assert found, "kubectl is needed: objects made the way users make them, kustomizations built for real"
+    return found

@@ -8,7 +8,6 @@ surrogate-pair escapes, YAML anchors; and, for bad input, one line naming the pr
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import validate
+from tests.helpers import ensure_kubectl, validate
 from tests.process_harness import ROOT
 
 ENABLED = "--namespace-labels=v4only.io/inject=enabled"
@@ -31,14 +30,7 @@ def run_review(*args: str, stdin: bytes | None = None) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    """The real client; Debian's package where the machine has none (CI installs what it needs)."""
-    found = shutil.which("kubectl")
-    if found is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "kubernetes-client"], check=True, capture_output=True,
-                       timeout=300)
-        found = shutil.which("kubectl")
-    assert found, "kubectl is needed to make objects the way users make them"
-    return found
+    return ensure_kubectl()
 
 
 KUBECTL_OBJECTS = {
