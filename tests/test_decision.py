@@ -164,6 +164,13 @@ TAINTED = cluster(
     node("w-3", labels={"role": "worker", "zone": "a"}, unschedulable=True),
 )
 
+PIN = {"key": "v4only.io/ipv6-sysctl", "operator": "In", "values": ["allowed"]}
+
+
+def _required(*terms: dict[str, Any]) -> dict[str, Any]:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}}}
+
+
 PLACEMENT = [
     ("taints keep ordinary pods off cp and gpu; cordoned w-3 excluded", pod(), "sysctl+affinity", "1 of 2"),
     ("nodeSelector zone a (w-3 cordoned)", pod(nodeSelector={"zone": "a"}), "sysctl", "1 of 1"),
@@ -180,6 +187,14 @@ PLACEMENT = [
     ("nodeName of an unknown node", pod(nodeName="ghost"), "env", "no known schedulable node"),
     ("DaemonSet-style matchFields", pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["w-2"]}]}]}}}),
+     "env", "0 of 1"),
+    # v4only's own pin-only term (the whole selector it added) counts as no selector ...
+    ("v4only's own selector", pod(affinity=_required({"matchExpressions": [PIN]})), "sysctl+affinity", "1 of 2"),
+    # ... and beside the pod's own terms as nothing: any other remedy removes it, so counting it as every node would
+    # change the decision once the patch is applied (and count nodes the pod's own terms exclude). An older v4only
+    # left such terms by pinning an empty one (issue 10 item 3).
+    ("a pin-only term beside the pod's own", pod(affinity=_required(
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}, PIN]}, {"matchExpressions": [PIN]})),
      "env", "0 of 1"),
 ]
 

@@ -129,6 +129,25 @@ def test_restart_only_when_a_pod_is_not_what_the_webhook_makes_now() -> None:
     assert not pod_in_line(refused, namespace_labels=ENABLED, capability=ALLOWED, settings=SETTINGS)
 
 
+PINNED = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchExpressions": [{"key": "v4only.io/ipv6-sysctl", "operator": "In", "values": ["allowed"]}]}]}}}
+
+
+def test_a_pending_pod_held_by_a_pin_it_no_longer_needs_is_not_in_line() -> None:
+    # Issue 10 item 1: made `env` by a webhook that kept the pin, it waits for a node labelled `allowed` forever
+    # (component-helpers nodeaffinity); only a new pod, which the webhook now admits without the pin, gets
+    # scheduled. A running one is past scheduling (IgnoredDuringExecution): it is left alone.
+    dep = _stored(objects.deployment("web", "team", affinity=PINNED))
+    pending = _pod(dep, applied="env", affinity=PINNED)
+    del pending["spec"]["nodeName"]
+    running = _pod(dep, applied="env", affinity=PINNED)
+    assert not pod_in_line(pending, namespace_labels=ENABLED, capability=FORBIDDEN, settings=SETTINGS)
+    assert pod_in_line(running, namespace_labels=ENABLED, capability=FORBIDDEN, settings=SETTINGS)
+    plan = _plan(dep, pods=[pending])
+    assert (plan.outcome, plan.action) == ("changed", "restart")
+    assert _plan(dep, pods=[running]).outcome == "unchanged"
+
+
 def test_pods_older_than_the_last_restart_belong_to_its_rollout() -> None:
     dep = _stored(objects.deployment("web", "team"))
     dep["spec"]["template"]["metadata"]["annotations"] = {RESTARTED_AT: "2025-06-02T12:00:00+02:00"}  # kubectl's

@@ -21,7 +21,10 @@ from webhook.core.errors import UnhandledObject
 
 UNSCHEDULABLE_TAINT = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
 # The requirement the sysctl+affinity remedy adds. Placement ignores it, so a pod v4only already pinned
-# is judged on the nodes it could reach before the pin, and a second review decides the same way.
+# is judged on the nodes it could reach before the pin, and a second review decides the same way. A term
+# that holds only the pin is v4only's too (the whole selector, when the pod had none; or an empty term an
+# older version pinned): any other remedy removes it (patch.py), so placement counts the pod's other terms,
+# or no selector when there are none.
 OWN_PIN = {"key": keys.NODE_CAPABILITY, "operator": "In", "values": [keys.ALLOWED]}
 
 
@@ -79,6 +82,12 @@ def _tolerable(nodes: int, tolerations: Sequence[Mapping[str, Any]], capability:
     return nodes
 
 
+def carries_pin(spec: Mapping[str, Any]) -> bool:
+    """Whether a required node-affinity term holds v4only's own pin."""
+    terms = _required_terms(spec) or ()
+    return any(isinstance(t, dict) and OWN_PIN in (t.get("matchExpressions") or ()) for t in terms)
+
+
 def _select(spec: Mapping[str, Any], capability: Capability) -> int:
     nodes = capability.everyone
     selector = spec.get("nodeSelector")
@@ -88,12 +97,20 @@ def _select(spec: Mapping[str, Any], capability: Capability) -> int:
         for key, value in selector.items():
             nodes &= capability.label_mask(str(key), str(value))
     terms = _required_terms(spec)
-    if terms is not None:
+    own = [t for t in terms or () if _pin_only(t)]
+    if terms is not None and (len(own) < len(terms) or not terms):  # an empty list of terms matches no node
         matched = 0
         for term in terms:
-            matched |= _term_nodes(term, capability)
+            matched |= 0 if _pin_only(term) else _term_nodes(term, capability)
         nodes &= matched
     return nodes
+
+
+def _pin_only(term: Any) -> bool:
+    if not isinstance(term, dict) or term.get("matchFields"):
+        return False
+    expressions = term.get("matchExpressions")
+    return isinstance(expressions, list) and bool(expressions) and all(r == OWN_PIN for r in expressions)
 
 
 def _required_terms(spec: Mapping[str, Any]) -> Sequence[Any] | None:
@@ -117,7 +134,7 @@ def _term_nodes(term: Any, capability: Capability) -> int:
     expressions = [r for r in _requirements(term.get("matchExpressions")) if r != OWN_PIN]
     fields = _requirements(term.get("matchFields"))
     if not expressions and not fields:
-        return capability.everyone if term.get("matchExpressions") else 0
+        return 0
     nodes = capability.everyone
     for req in expressions:
         nodes &= _label_requirement(req, capability)

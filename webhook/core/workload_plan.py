@@ -31,6 +31,7 @@ from webhook.core.capability import Capability
 from webhook.core.decision import Decision, decide
 from webhook.core.evidence import FORBIDDEN_REASON, rejection_from_pod
 from webhook.core.patch import Op, apply_patch, escape, plan_patch
+from webhook.core.placement import carries_pin
 from webhook.core.settings import Settings
 from webhook.core.workloads import namespace_of, pod_template
 
@@ -292,6 +293,8 @@ def pod_in_line(
                       namespace_labels=namespace_labels, capability=capability, settings=settings)
     if not decision.managed:
         return True  # the webhook would leave it alone (e.g. the pod opts out itself)
+    if decision.remedy != "sysctl+affinity" and not _mapping(pod.get("spec")).get("nodeName") and carries_pin(spec):
+        return False  # not scheduled, and held by a pin the webhook now removes: only a new pod gets past it
     return _applied_family(pod) == _family(decision.remedy)
 
 
