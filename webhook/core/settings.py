@@ -174,6 +174,8 @@ def _parse_sysctls(raw: Any) -> tuple[Sysctl, ...]:
         name = _string(entry.get("name"), f"{where}.name")
         if not sysctls.is_valid_name(name):
             raise SettingsError(f"{where}.name: {name!r} is not a valid sysctl name")
+        if sysctls.namespace_of(name) is None:  # the kubelet refuses such an allowlist entry (allowlist.go)
+            raise SettingsError(f"{where}.name: {name!r} is not namespaced, so no kubelet can allow it")
         parsed.append(Sysctl(name, _string(entry.get("value"), f"{where}.value")))
     names = [sysctls.normalize_name(s.name) for s in parsed]
     if len(set(names)) != len(names):
