@@ -328,6 +328,42 @@ def test_pod_security_baseline_list_follows_the_enforce_version(name: str, versi
         assert reason == "env: namespace enforces Pod Security baseline, which forbids unsafe sysctls"
 
 
+def _versioned(settings: Settings, kubelet: str) -> Capability:
+    """Nodes at one kubelet version whose allowlists hold the managed sysctls."""
+    names = tuple(s.name for s in settings.sysctls)
+    nodes = [NodeFacts(n, labels={"kubernetes.io/hostname": n}, allowlist=names, kubelet_version=kubelet)
+             for n in ("a", "b")]
+    return Capability.build(nodes, sysctl_names=settings.sysctl_names, labels_published=True)
+
+
+PSA_SERVER_CASES = [
+    # Pod Security evaluates min(label version, its own): registry.go EvaluatePod caps at maxVersion, and "latest"
+    # is maxVersion. The API server is at least as new as its newest kubelet (the version skew policy), never known
+    # better here: kubelets at v1.31 leave open a 1.31 API server, whose baseline list lacks tcp_rmem.
+    ("v1.31.4", None, "env"),
+    ("v1.31.4", "latest", "env"),
+    ("v1.31.4", "v1.32", "env"),
+    ("v1.32.0+k3s1", None, "sysctl"),
+    ("v1.33.1", "v1.32", "sysctl"),
+    ("v1.33.1", "v1.31", "env"),
+]
+
+
+@pytest.mark.parametrize(("kubelet", "version", "remedy"), PSA_SERVER_CASES,
+                         ids=[f"kubelet {c[0]}, enforce-version {c[1]}" for c in PSA_SERVER_CASES])
+def test_pod_security_is_judged_at_the_oldest_api_server_the_kubelets_allow(kubelet: str, version: str | None,
+                                                                            remedy: str) -> None:
+    settings = _one("net.ipv4.tcp_rmem")
+    labels = {**ENABLED_NS, "pod-security.kubernetes.io/enforce": "baseline"}
+    if version is not None:
+        labels["pod-security.kubernetes.io/enforce-version"] = version
+    got, reason = run(pod(), ns_labels=labels, capability=_versioned(settings, kubelet), settings=settings)
+    assert got == remedy, reason
+    if remedy == "env" and version != "v1.31":
+        assert reason == ("env: Pod Security baseline allows net.ipv4.tcp_rmem only from v1.32; the API server may be "
+                          "older (newest kubelet v1.31)")
+
+
 HOST_CASES = [
     # core validation ValidateHostSysctl: Net sysctls not with hostNetwork, IPC sysctls not with hostIPC.
     ("kernel.shm_rmid_forced", {"hostIPC": True}, "env: hostIPC pods may not set IPC sysctls (API server validation)"),

@@ -24,6 +24,7 @@ from webhook.cli.usage import UsageError
 from webhook.core.capability import NodeFacts, Taint
 from webhook.core.diagnosis import diagnose
 from webhook.core.diagnosis_render import render_table
+from webhook.core.settings import parse_settings
 
 GOLDEN = Path(__file__).parent / "fixtures" / "doctor"
 
@@ -173,3 +174,15 @@ def test_the_dns_section_shows_the_probes_finding_and_the_fix(kube: FakeKube, tm
     assert "remove communityfibre.co.uk from the nodes' search list" in out
     assert "remove `template ANY AAAA { rcode NXDOMAIN }` from the coredns ConfigMap" in out
     assert "sysctl+dns" in out  # the namespaces' decisions include rule 7, as the webhook's do
+
+
+def test_a_namespace_whose_pod_security_may_predate_the_sysctl_is_no_node_problem() -> None:
+    # Issue 10 item 7: kubelets at v1.31 leave open a 1.31 API server, whose Pod Security baseline lacks tcp_rmem
+    # (check_sysctls.go, from v1.32). The decision says env for that; doctor must not send the admin to the kubelets.
+    settings = parse_settings({"sysctls": [{"name": "net.ipv4.tcp_rmem", "value": "4096 87380 6291456"}]})
+    nodes = [NodeFacts(f"w-{i}", kubelet_version="v1.31.4", allowlist=("net.ipv4.tcp_rmem",)) for i in range(2)]
+    namespaces = {"team": {"v4only.io/inject": "enabled", "pod-security.kubernetes.io/enforce": "baseline"}}
+    diagnosis = diagnose(nodes, configz_errors={}, namespaces=namespaces, rejections=(), settings=settings,
+                         labels_published=True)
+    [team] = [n for n in diagnosis.namespaces if n.name == "team"]
+    assert (team.remedy, team.problem) == ("env", False), team

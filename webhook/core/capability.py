@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from webhook.core import keys
 from webhook.core.dns_remedy import DnsFacts
-from webhook.core.sysctls import Allowlist, normalize_name, safe_sysctls
+from webhook.core.sysctls import Allowlist, kubelet_minor, normalize_name, safe_sysctls
 
 Verdict = Literal["allowed", "forbidden", "unknown"]
 Source = Literal["override", "evidence", "kubelet-safe", "kubelet-config", "assumed", "none"]
@@ -114,6 +114,9 @@ class Capability:
     taint_groups: tuple[tuple[tuple[Taint, ...], int], ...] = ()
     # The cluster's DNS as the tracker's probe found it (rule 7): part of what the tracker knows.
     dns: DnsFacts = field(default_factory=DnsFacts)
+    # The newest kubelet minor (None: none known). No kubelet is newer than its API server (the version skew
+    # policy), so the API server is at least this new: Pod Security's version can be bounded by it.
+    kubelet_minor: int | None = None
 
     @classmethod
     def unknown(cls, note: str) -> Capability:
@@ -154,6 +157,8 @@ class Capability:
             allowed=bitmask(i for i, v in enumerate(verdicts) if v.verdict == "allowed"),
             forbidden=bitmask(i for i, v in enumerate(verdicts) if v.verdict == "forbidden"),
             taint_groups=tuple((t, bitmask(v)) for t, v in groups.items()),
+            kubelet_minor=max((m for m in map(kubelet_minor, (n.kubelet_version for n in ordered)) if m is not None),
+                              default=None),
         )
 
     def label_mask(self, key: str, value: str) -> int:

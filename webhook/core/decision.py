@@ -15,7 +15,7 @@ from webhook.core.capability import Capability, positions
 from webhook.core.dns_remedy import DnsChoice, DnsFacts, DnsOutcome, choose_dns
 from webhook.core.settings import Settings
 from webhook.core.shapes import optional_mapping
-from webhook.core.sysctls import namespace_of, psa_baseline_allowed
+from webhook.core.sysctls import namespace_of, psa_baseline_allowed, psa_baseline_since
 
 Remedy = Literal["sysctl", "sysctl+affinity", "env", "none"]
 REMEDIES: tuple[Remedy, ...] = ("sysctl", "sysctl+affinity", "env", "none")
@@ -73,7 +73,8 @@ def decide(
         return Decision(None, unmanaged)
     override, notes = _override(meta)
     remedy, reason = _choose(override, spec, namespace_labels, capability, settings, daemonset)
-    if daemonset and override == "auto" and _sysctl_blocker(spec, namespace_labels, settings) is None:
+    floor = capability.kubelet_minor
+    if daemonset and override == "auto" and _sysctl_blocker(spec, namespace_labels, settings, floor) is None:
         notes = (*notes, *_daemon_pods_note(spec, capability))
     facts = capability.dns
     dns = DnsOutcome()
@@ -152,7 +153,7 @@ def _choose(
         return "none", f"none: {keys.REMEDY}=none"
     if override == "env":
         return "env", f"env: {keys.REMEDY}=env"
-    blocked = _sysctl_blocker(spec, namespace_labels, settings)
+    blocked = _sysctl_blocker(spec, namespace_labels, settings, capability.kubelet_minor)
     if blocked is not None:
         remedy, why = blocked
         suffix = f"; {keys.REMEDY}=sysctl not applied" if override == "sysctl" else ""
@@ -164,9 +165,13 @@ def _choose(
 
 
 def _sysctl_blocker(
-    spec: Mapping[str, Any], namespace_labels: Mapping[str, str] | None, settings: Settings
+    spec: Mapping[str, Any],
+    namespace_labels: Mapping[str, str] | None,
+    settings: Settings,
+    server_floor: int | None = None,
 ) -> tuple[Remedy, str] | None:
-    """Rules 2-4: cases where the sysctl can never work, whatever the nodes say."""
+    """Rules 2-4: cases where the sysctl can never work, whatever the nodes say. `server_floor`: the minor the
+    API server is at least (its newest kubelet's), for Pod Security's version."""
     os_name = optional_mapping(spec.get("os"), "spec.os").get("name")
     if os_name == "windows":
         return "none", "sysctls cannot be set on Windows pods"
@@ -179,15 +184,23 @@ def _sysctl_blocker(
     level = enforced_level(namespace_labels, settings)
     if level is None:
         return "env", "namespace labels not known yet, so Pod Security enforcement cannot be checked"
-    if pod_security_forbids(level, settings, (namespace_labels or {}).get(keys.PSA_ENFORCE_VERSION)):
+    version = (namespace_labels or {}).get(keys.PSA_ENFORCE_VERSION)
+    if pod_security_forbids(level, settings, version):
         return "env", f"namespace enforces Pod Security {level}, which forbids unsafe sysctls"
+    if pod_security_forbids(level, settings, version, server_floor):
+        allowed = psa_baseline_allowed(version, server_floor)
+        name = next(s.name for s in settings.sysctls if s.name not in allowed)
+        return "env", (f"Pod Security {level} allows {name} only from v1.{psa_baseline_since(name)}; the API server "
+                       f"may be older (newest kubelet v1.{server_floor})")
     return None
 
 
-def pod_security_forbids(level: str, settings: Settings, version: str | None = None) -> bool:
+def pod_security_forbids(
+    level: str, settings: Settings, version: str | None = None, server_floor: int | None = None
+) -> bool:
     """Whether Pod Security at this enforce level and version (`enforce-version`; None: latest) rejects a pod
-    carrying the managed sysctls."""
-    allowed = psa_baseline_allowed(version)
+    carrying the managed sysctls, on an API server at `server_floor` or newer (None: the newest)."""
+    allowed = psa_baseline_allowed(version, server_floor)
     return level in ("baseline", "restricted") and not all(s.name in allowed for s in settings.sysctls)
 
 

@@ -208,7 +208,7 @@ def _namespace_report(
     if decision.remedy is None:
         return NamespaceReport(name, shown, "unmanaged", decision.reason, problem=False)
     version = labels.get(keys.PSA_ENFORCE_VERSION)
-    problem = decision.remedy == "env" and not pod_security_forbids(level, settings, version)
+    problem = decision.remedy == "env" and not pod_security_forbids(level, settings, version, capability.kubelet_minor)
     return NamespaceReport(name, shown, decision.applied or decision.remedy, decision.reason, problem)
 
 

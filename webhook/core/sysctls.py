@@ -53,12 +53,29 @@ PSA_NEWEST_RELEASED_MINOR = 36
 _PSA_VERSION = re.compile(r"v1\.([0-9]|[1-9][0-9]*)")  # api/helpers.go versionRegexp
 
 
-def psa_baseline_allowed(version: str | None) -> frozenset[str]:
+def psa_baseline_allowed(version: str | None, server_floor: int | None = None) -> frozenset[str]:
     """The sysctls Pod Security baseline allows at `pod-security.kubernetes.io/enforce-version` (None or
-    "latest": latest; an invalid value is latest too, as helpers.go ParseVersion makes it)."""
+    "latest": latest; an invalid value is latest too, as helpers.go ParseVersion makes it).
+
+    `server_floor`: a minor the API server is known to be at or above. Pod Security caps the version at its
+    own (registry.go EvaluatePod), so where that is only known to be the floor or newer, the floor is the
+    version that can be relied on."""
     match = _PSA_VERSION.fullmatch(version or "")
     minor = min(int(match[1]), PSA_NEWEST_RELEASED_MINOR) if match else PSA_NEWEST_RELEASED_MINOR
+    if server_floor is not None:
+        minor = min(minor, server_floor)
     return frozenset().union(*(names for since, names in _PSA_BASELINE_SINCE if since <= minor))
+
+
+def psa_baseline_since(name: str) -> int | None:
+    """The first version whose Pod Security baseline list allows `name` (None: none does)."""
+    return next((since for since, names in _PSA_BASELINE_SINCE if name in names), None)
+
+
+def kubelet_minor(kubelet_version: str) -> int | None:
+    """The minor of a kubelet version such as v1.33.1+k3s1 (None: not a v1.x version)."""
+    match = _MAJOR_MINOR.match(kubelet_version)
+    return int(match[2]) if match and match[1] == "1" else None
 
 
 # The kubelet's safe sysctls, allowed on every node whatever its allowedUnsafeSysctls (kubelet.go appends
