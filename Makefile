@@ -18,7 +18,7 @@ PYTHON_IMAGE ?=
 .PHONY: serve test bench image lab
 
 # The remedy lab's tools (the uv binary, the index's wheels, the musl 1.2.5 probe built with zig) fetched and
-# built into ~/.cache/v4only/lab before pytest starts, so a cold cache (about 40 s of CPU, once per machine)
+# built into ~/.cache/v4only/lab before pytest starts, so a cold cache (40 s of CPU, once per machine)
 # is paid outside any test's timeout; the lab builds them itself too when run by pytest alone.
 LAB_TOOLS := $(if $(filter 1,$(V4ONLY_SKIP_LAB)),@true,$(BIN)/python -m tests.lab.tools)
 

@@ -17,7 +17,7 @@
     ("Name has no usable address" for NODATA). This is the lab's musl client: remedy-lab.md's tables record
     those texts for "a musl getaddrinfo", and the README's "any other musl client" row must say what an
     Alpine container prints. Costly only once per machine: the wheel is 101 MB and zig compiles musl and
-    its runtime on first use (about 40 s of CPU); the built probe is cached (keyed by zig's version and
+    its runtime on first use (40 s of CPU); the built probe is cached (keyed by zig's version and
     probe.c's hash), the unpacked zig removed. `make lab`/`make test` prepare it before pytest starts
     (`python -m tests.lab.tools`), so no test's timeout pays for a cold cache.
   - `musl-gcc -static` (Debian 12's musl-tools, musl 1.2.3): shows that the older musl stops at NODATA too,
