@@ -27,10 +27,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -147,10 +149,16 @@ def current_musl_probe(cache: Path) -> Path:
         partial = build / "probe"
         # zig's caches inside the build directory: nothing of a cold build is left behind
         env = {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(build / "cache"), "ZIG_LOCAL_CACHE_DIR": str(build / "cache")}
-        run = subprocess.run([str(zig), "cc", "-target", "x86_64-linux-musl", "-static", "-O2", "-s", "-Wall",
-                              "-o", str(partial), str(PROBE_SOURCE)],
-                             capture_output=True, text=True, check=False, timeout=600, env=env)
-        assert run.returncode == 0, f"zig cc probe.c:\n{run.stderr[-3000:]}"
+        compile_ = subprocess.Popen([str(zig), "cc", "-target", "x86_64-linux-musl", "-static", "-O2", "-s", "-Wall",
+                                     "-o", str(partial), str(PROBE_SOURCE)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+        try:
+            _, err = compile_.communicate(timeout=600)
+        finally:  # Ctrl-C, timeout: zig and the compilers it started go together
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(compile_.pid, signal.SIGKILL)
+            compile_.wait()
+        assert compile_.returncode == 0, f"zig cc probe.c:\n{err[-3000:]}"
         partial.replace(target)  # atomic: a parallel run sees the whole probe or none
     finally:
         shutil.rmtree(build, ignore_errors=True)
