@@ -285,3 +285,15 @@ def test_call_in_opens_sockets_inside_the_pod(lab: Lab) -> None:
     assert lab.call_in(lambda: Path("/proc/self/net/dev").read_text()).count("eth0") == 1
     with pytest.raises(ZeroDivisionError):
         lab.call_in(lambda: 1 // 0)
+
+
+def test_the_musl_probes_are_static_and_of_the_musl_they_claim(lab_tools: Tools) -> None:
+    """The zig-built probe carries musl >= 1.2.4's EAI_NODATA text (uv's), Debian's musl 1.2.3 does not; both
+    are static (no ELF interpreter), so no libc of the host takes part; the glibc probe is dynamic."""
+    def interpreter(path: Path) -> bool:
+        return b"/ld-linux-x86-64.so" in path.read_bytes()[:4096]
+
+    current, old = lab_tools.musl_probe.read_bytes(), lab_tools.musl123_probe.read_bytes()
+    assert b"Name has no usable address" in current and b"Name has no usable address" not in old
+    assert not interpreter(lab_tools.musl_probe) and not interpreter(lab_tools.musl123_probe)
+    assert interpreter(lab_tools.glibc_probe)
