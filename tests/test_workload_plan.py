@@ -364,3 +364,22 @@ def test_a_statefulset_partition_keeps_its_lower_ordinals_and_patch_says_so() ->
     plan = _plan(sts, pods=shifted)
     assert "partition 2 keeps the 2 pods below ordinal 7 as they are (2 without env)" in plan.notes[-2]
     assert "1 of 1 pods do not have env yet" in plan.notes
+
+
+def test_a_pod_with_the_dns_remedy_is_in_line_and_one_without_it_is_not() -> None:
+    """`v4only.io/applied: sysctl+dns` matches a decision that adds the DNS remedy: a cured pod's workload is
+    not restarted on every pass; a pod made before the trap was found is."""
+    from dataclasses import replace as _replace
+
+    from webhook.core.dns_remedy import DnsFacts
+
+    trap = DnsFacts(known=True, traps=("corp.example",), nameservers=("10.152.183.10",), cluster_domain="cluster.local")
+    capability = _replace(ALLOWED, dns=trap)
+    dep = _stored(objects.deployment("web", "team"))
+    cured = _pod(dep, applied="sysctl+dns")
+    assert pod_in_line(cured, namespace_labels=ENABLED, capability=capability, settings=SETTINGS)
+    assert not pod_in_line(_pod(dep, applied="sysctl"), namespace_labels=ENABLED, capability=capability,
+                           settings=SETTINGS)
+    # The finding went unknown: a pod that has the DNS remedy keeps it, nothing to restart.
+    assert pod_in_line(cured, namespace_labels=ENABLED, capability=ALLOWED, settings=SETTINGS)
+    assert _plan(dep, pods=[cured], capability=capability).outcome == "unchanged"

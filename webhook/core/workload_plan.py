@@ -295,7 +295,14 @@ def pod_in_line(
         return True  # the webhook would leave it alone (e.g. the pod opts out itself)
     if decision.remedy != "sysctl+affinity" and not _mapping(pod.get("spec")).get("nodeName") and carries_pin(spec):
         return False  # not scheduled, and held by a pin the webhook now removes: only a new pod gets past it
-    return _applied_family(pod) == _family(decision.remedy)
+    applied = _mapping(_mapping(pod.get("metadata")).get("annotations")).get(keys.APPLIED)
+    if not isinstance(applied, str):
+        return False
+    # `v4only.io/applied` may end in `+dns` (rule 7): the remedy must match, and a pod that lacks a DNS remedy
+    # the decision adds is not in line. One that has a DNS remedy the decision no longer adds (the finding went
+    # unknown) is left alone: its DNS works, and a restart would change nothing that matters.
+    has_dns = applied.endswith("+dns")
+    return _family(applied.removesuffix("+dns")) == _family(decision.remedy) and (has_dns or decision.dns is None)
 
 
 def _created_before(pod: Mapping[str, Any], moment: datetime | None) -> bool:
@@ -430,11 +437,6 @@ def _precondition(resource_version: str) -> Op:
 
 def _family(remedy: str | None) -> str | None:
     return "sysctl" if remedy in ("sysctl", "sysctl+affinity") else remedy
-
-
-def _applied_family(pod: Mapping[str, Any]) -> str | None:
-    applied = _mapping(_mapping(pod.get("metadata")).get("annotations")).get(keys.APPLIED)
-    return _family(applied) if isinstance(applied, str) else None
 
 
 def _skip(plan: WorkloadPlan, skip: Skip, reason: str) -> WorkloadPlan:
