@@ -283,7 +283,8 @@ def pod_in_line(
 
     The pod is decided as the webhook saw it at CREATE, that is without `spec.nodeName` (a DaemonSet
     pod keeps its node affinity, so it is decided for its own node). `sysctl` and `sysctl+affinity`
-    count as the same remedy: a running pod that carries the sysctl is not restarted to add a pin.
+    count as the same remedy: a running pod that carries the sysctl is not restarted to add a pin. A pod
+    without the DNS remedy the decision adds is not in line; one with it when the decision adds none is.
     A pod refused with SysctlForbidden is never in line.
     """
     if _mapping(pod.get("status")).get("reason") == FORBIDDEN_REASON:
@@ -295,7 +296,10 @@ def pod_in_line(
         return True  # the webhook would leave it alone (e.g. the pod opts out itself)
     if decision.remedy != "sysctl+affinity" and not _mapping(pod.get("spec")).get("nodeName") and carries_pin(spec):
         return False  # not scheduled, and held by a pin the webhook now removes: only a new pod gets past it
-    return _applied_family(pod) == _family(decision.remedy)
+    have, want = _applied_family(pod), _family(decision.applied)
+    # A DNS remedy the pod has and the decision no longer adds (the trap fixed, or the finding unknown for a
+    # while) harms nothing: no restart to take it away, and none each time the finding flaps.
+    return have == want or have == f"{want}+dns"
 
 
 def _created_before(pod: Mapping[str, Any], moment: datetime | None) -> bool:
@@ -428,8 +432,12 @@ def _precondition(resource_version: str) -> Op:
     return {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}
 
 
-def _family(remedy: str | None) -> str | None:
-    return "sysctl" if remedy in ("sysctl", "sysctl+affinity") else remedy
+def _family(applied: str | None) -> str | None:
+    """`sysctl+affinity` counts as `sysctl`; a `+dns` suffix (rule 7) is kept."""
+    if applied is None:
+        return None
+    remedy, dns = (applied.removesuffix("+dns"), "+dns") if applied.endswith("+dns") else (applied, "")
+    return ("sysctl" if remedy in ("sysctl", "sysctl+affinity") else remedy) + dns
 
 
 def _applied_family(pod: Mapping[str, Any]) -> str | None:
