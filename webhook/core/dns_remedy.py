@@ -10,7 +10,9 @@ cluster's own three search entries (what the kubelet writes for ClusterFirst, mi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +27,14 @@ MAX_NAMESERVERS = 3  # core/v1 validation: at most 3 nameservers in dnsConfig (v
 
 
 @dataclass(frozen=True, slots=True)
+class KubeletDns:
+    """One kubelet's `clusterDNS` and `clusterDomain` (its /configz): what it gives ClusterFirst pods."""
+
+    nameservers: tuple[str, ...] = ()
+    domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DnsFacts:
     """What the tracker knows about the cluster's DNS, as the decision needs it."""
 
@@ -35,10 +45,61 @@ class DnsFacts:
     aaaa_nxdomain: bool = False  # the cluster DNS answers NXDOMAIN to AAAA: every musl client fails
 
     @classmethod
-    def from_finding(cls, finding: DnsFinding) -> DnsFacts:
+    def from_finding(cls, finding: DnsFinding | None, kubelets: Iterable[KubeletDns | None] = ()) -> DnsFacts:
+        """The probe's finding, with the cluster DNS the kubelets report (product.md: the kubelet's own
+        `clusterDNS`/`clusterDomain`, else those of v4only's own resolv.conf, never guessed)."""
+        nameservers, domain = cluster_dns(kubelets, finding)
+        if finding is None:
+            return cls(nameservers=nameservers, cluster_domain=domain)
         # Outside a ClusterFirst pod (no cluster domain in serve's resolv.conf) the probe learns nothing.
-        return cls(finding.cluster_domain is not None, finding.traps, finding.nameservers[:MAX_NAMESERVERS],
-                   finding.cluster_domain, finding.aaaa_blocking == "nxdomain")
+        return cls(finding.cluster_domain is not None, finding.traps, nameservers, domain,
+                   finding.aaaa_blocking == "nxdomain")
+
+
+def cluster_dns(
+    kubelets: Iterable[KubeletDns | None], finding: DnsFinding | None
+) -> tuple[tuple[str, ...], str | None]:
+    """The cluster DNS addresses (at most 3, as the kubelet uses them) and domain: what every kubelet that
+    reports one says, else the probing replica's resolv.conf, else nothing. Kubelets that disagree (NodeLocal
+    DNSCache on some nodes, say) leave it unknown: a pod may land on any of them."""
+    seen = {(k.nameservers, k.domain) for k in kubelets if k is not None and k.nameservers and k.domain}
+    if len(seen) == 1:
+        nameservers, domain = seen.pop()
+        return nameservers[:MAX_NAMESERVERS], domain
+    if seen or finding is None or not finding.nameservers or finding.cluster_domain is None:
+        return (), None
+    return finding.nameservers[:MAX_NAMESERVERS], finding.cluster_domain
+
+
+def kubelet_dns(config: Mapping[str, Any]) -> KubeletDns:
+    """`clusterDNS` and `clusterDomain` of a KubeletConfiguration (v1beta1, as /configz serves it). Both are
+    optional; a value that is not a list of IP addresses, or not a DNS domain, counts as absent (the pods'
+    dnsConfig would be refused by the API server if v4only wrote it)."""
+    servers = config.get("clusterDNS")
+    if not isinstance(servers, list) or not servers or not all(_is_ip(s) for s in servers):
+        servers = []
+    return KubeletDns(tuple(servers), _domain(config.get("clusterDomain")))
+
+
+def _is_ip(value: Any) -> bool:
+    if not isinstance(value, str) or "%" in value:  # dnsConfig nameservers take no zone
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")  # IsDNS1123Subdomain, as a pod's search entries must be
+
+
+def _domain(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    domain = value.lower().removesuffix(".")
+    return domain if len(domain) <= 253 and _SUBDOMAIN.fullmatch(domain) else None
 
 
 @dataclass(frozen=True, slots=True)
