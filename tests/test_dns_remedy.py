@@ -203,6 +203,21 @@ def test_the_webhook_answers_sysctl_and_dns_over_tls(tmp_path: Path) -> None:
 # ---- the cluster DNS: the kubelet's own (/configz clusterDNS, clusterDomain), else serve's resolv.conf
 
 
+def test_the_pods_own_nameservers_follow_the_cluster_dns() -> None:
+    """As the kubelet does for ClusterFirst with dnsConfig.nameservers: the cluster DNS first, then the pod's own,
+    3 at most (dns.go appendDNSConfig, formDNSNameserversFitsLimits); none is dropped without need."""
+    admitted, _ = _review(_pod(dnsConfig={"nameservers": ["1.1.1.1"]}), TRAP)
+    assert admitted["spec"]["dnsConfig"]["nameservers"] == ["10.152.183.10", "1.1.1.1"]
+    many, _ = _review(_pod(dnsConfig={"nameservers": ["1.1.1.1", "9.9.9.9", "8.8.8.8"]}), TRAP)
+    assert many["spec"]["dnsConfig"]["nameservers"] == ["10.152.183.10", "1.1.1.1", "9.9.9.9"]
+
+
+def test_without_the_cluster_dns_the_reason_says_so() -> None:
+    admitted, _ = _review(_pod(), replace(TRAP, nameservers=()))
+    assert _annotations(admitted)["v4only.io/reason"].endswith(
+        "; dns: the cluster DNS address and domain are not known: not applied")
+
+
 FINDING = DnsFinding("2026-11-29T01:00:00Z", "w-1", ("10.152.183.10",), "cluster.local",
                      (DomainFinding("corp.example", "trap", "NODATA"),), "none", False)
 
@@ -221,12 +236,12 @@ def test_the_kubelets_cluster_dns_comes_first(kubelets: list[KubeletDns | None],
     assert (facts.nameservers, facts.cluster_domain, facts.traps) == (nameservers, domain, ("corp.example",))
 
 
-def test_kubelets_that_disagree_leave_the_remedy_out() -> None:
+def test_kubelets_that_disagree_leave_the_remedy_out_and_the_reason_says_so() -> None:
     facts = DnsFacts.from_finding(FINDING, [KubeletDns(("10.96.0.10",), "cluster.local"),
                                             KubeletDns(("169.254.20.10",), "cluster.local")])
-    admitted, response = _review(_pod(), facts)
+    admitted, _ = _review(_pod(), facts)
     assert "dnsConfig" not in admitted["spec"]
-    assert "dns: the cluster DNS address and domain are not known: not applied" in response["warnings"]
+    assert "cluster DNS address and domain are not known" in _annotations(admitted)["v4only.io/reason"]
 
 
 def test_the_kubelets_cluster_dns_alone_serves_a_forced_cluster_search() -> None:
@@ -245,6 +260,16 @@ def test_the_kubelets_cluster_dns_alone_serves_a_forced_cluster_search() -> None
 ])
 def test_kubelet_dns_takes_only_what_a_pods_dnsconfig_may_carry(config: dict, expected: KubeletDns) -> None:
     assert kubelet_dns(config) == expected
+
+
+def test_a_stale_capability_keeps_its_dns_facts() -> None:
+    """Old node capability falls back to unknown (env); the DNS facts are not node capability and stay."""
+    now = [0.0]
+    state = ClusterState(max_age_seconds=60, clock=lambda: now[0])
+    state.publish(replace(ALLOWING, dns=TRAP), {})
+    now[0] = 61.0
+    view = state.view()
+    assert view.capability.state == "unknown" and view.capability.dns == TRAP
 
 
 def test_configz_gives_the_allowlist_and_the_cluster_dns_through_the_node_proxy(fake_kube, tmp_path: Path) -> None:

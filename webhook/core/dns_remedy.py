@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from webhook.core import keys
 from webhook.core.dns_trap import DnsFinding
+from webhook.core.errors import UnhandledObject
 from webhook.core.shapes import optional_list, optional_mapping
 
 DnsMode = Literal["auto", "cluster-search", "ndots", "off"]
@@ -134,8 +135,8 @@ def choose_dns(
     elif facts.nameservers and facts.cluster_domain:
         domain = facts.cluster_domain
         choice = DnsChoice("cluster-search", facts.nameservers, (f"{namespace}.svc.{domain}", f"svc.{domain}", domain))
-    else:
-        return DnsOutcome(notes=(*notes, "dns: the cluster DNS address and domain are not known: not applied"),
+    else:  # product.md: "without them the remedy is not applied and the reason says so"
+        return DnsOutcome(line="dns: the cluster DNS address and domain are not known: not applied", notes=notes,
                           uncured_trap=bool(facts.traps))
     line = f"dns: {why}" if choice.form == "cluster-search" else f"dns: {why}; ndots:1"
     if _is_applied(spec, meta, choice):
@@ -160,7 +161,8 @@ def _is_applied(spec: Mapping[str, Any], meta: Mapping[str, Any], choice: DnsCho
     """A pod v4only already gave this remedy (the webhook may be called twice: reinvocation)."""
     config = optional_mapping(spec.get("dnsConfig"), "spec.dnsConfig")
     if choice.form == "cluster-search":
-        return (spec.get("dnsPolicy") == "None" and tuple(config.get("nameservers") or ()) == choice.nameservers
+        servers = tuple(config.get("nameservers") or ())
+        return (spec.get("dnsPolicy") == "None" and servers[:len(choice.nameservers)] == choice.nameservers
                 and tuple(config.get("searches") or ()) == choice.searches)
     applied = optional_mapping(meta.get("annotations"), "metadata.annotations").get(keys.APPLIED)
     return _ndots(config) == "1" and isinstance(applied, str) and applied.endswith("+dns")
@@ -202,8 +204,13 @@ def dns_ops(spec: Mapping[str, Any], choice: DnsChoice, path: str) -> list[dict[
     # the trap, are gone from the list, so its choice no longer matters for F1); other options kept.
     if _ndots(config) is None:
         options = [{"name": "ndots", "value": "5"}, *options]
-    wanted = {**config, "nameservers": list(choice.nameservers), "searches": list(choice.searches),
-              "options": options}
+    # The pod's own nameservers follow the cluster DNS, the first 3 kept: what the kubelet gives a ClusterFirst
+    # pod with dnsConfig.nameservers (dns.go appendDNSConfig, then formDNSNameserversFitsLimits).
+    own = optional_list(config.get("nameservers"), "spec.dnsConfig.nameservers") or ()
+    if not all(isinstance(server, str) for server in own):
+        raise UnhandledObject("spec.dnsConfig.nameservers is not a list of strings")
+    servers = list(dict.fromkeys([*choice.nameservers, *own]))[:MAX_NAMESERVERS]
+    wanted = {**config, "nameservers": servers, "searches": list(choice.searches), "options": options}
     if dict(config) != wanted:
         ops.append(_add(f"{path}/dnsConfig", wanted))
     return ops
