@@ -21,7 +21,8 @@ from tests.server_harness import ServerThread, make_tls
 from webhook.core.admission import review_request
 from webhook.core.capability import Capability, NodeFacts
 from webhook.core.decision import decide
-from webhook.core.dns_remedy import DnsFacts
+from webhook.core.dns_remedy import DnsFacts, KubeletDns, kubelet_dns
+from webhook.core.dns_trap import DnsFinding, DomainFinding
 from webhook.core.settings import Settings, parse_settings
 from webhook.loops.state import ClusterState
 
@@ -197,3 +198,95 @@ def test_the_webhook_answers_sysctl_and_dns_over_tls(tmp_path: Path) -> None:
     admitted = apply_ops(pod, decode_patch(response) or [])
     assert admitted["metadata"]["annotations"]["v4only.io/applied"] == "sysctl+dns"
     assert admitted["spec"]["dnsConfig"]["searches"] == CLUSTER_LIST and DNS_LINE in response["warnings"]
+
+
+# ---- the cluster DNS: the kubelet's own (/configz clusterDNS, clusterDomain), else serve's resolv.conf
+
+
+def test_the_pods_own_nameservers_follow_the_cluster_dns() -> None:
+    """As the kubelet does for ClusterFirst with dnsConfig.nameservers: the cluster DNS first, then the pod's own,
+    3 at most (dns.go appendDNSConfig, formDNSNameserversFitsLimits); none is dropped without need."""
+    admitted, _ = _review(_pod(dnsConfig={"nameservers": ["1.1.1.1"]}), TRAP)
+    assert admitted["spec"]["dnsConfig"]["nameservers"] == ["10.152.183.10", "1.1.1.1"]
+    many, _ = _review(_pod(dnsConfig={"nameservers": ["1.1.1.1", "9.9.9.9", "8.8.8.8"]}), TRAP)
+    assert many["spec"]["dnsConfig"]["nameservers"] == ["10.152.183.10", "1.1.1.1", "9.9.9.9"]
+
+
+def test_without_the_cluster_dns_the_reason_says_so() -> None:
+    admitted, _ = _review(_pod(), replace(TRAP, nameservers=()))
+    assert _annotations(admitted)["v4only.io/reason"].endswith(
+        "; dns: the cluster DNS address and domain are not known: not applied")
+
+
+FINDING = DnsFinding("2026-11-29T01:00:00Z", "w-1", ("10.152.183.10",), "cluster.local",
+                     (DomainFinding("corp.example", "trap", "NODATA"),), "none", False)
+
+
+@pytest.mark.parametrize(("kubelets", "nameservers", "domain"), [
+    ([KubeletDns(("10.96.0.10",), "cluster.local")] * 2 + [None], ("10.96.0.10",), "cluster.local"),
+    ([KubeletDns(("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"), "k8s.example")],
+     ("10.0.0.1", "10.0.0.2", "10.0.0.3"), "k8s.example"),
+    ([KubeletDns(), None], ("10.152.183.10",), "cluster.local"),  # no kubelet says: serve's own resolv.conf
+    ([], ("10.152.183.10",), "cluster.local"),
+    ([KubeletDns(("10.96.0.10",), "cluster.local"), KubeletDns(("169.254.20.10",), "cluster.local")], (), None),
+])
+def test_the_kubelets_cluster_dns_comes_first(kubelets: list[KubeletDns | None], nameservers: tuple[str, ...],
+                                              domain: str | None) -> None:
+    facts = DnsFacts.from_finding(FINDING, kubelets)
+    assert (facts.nameservers, facts.cluster_domain, facts.traps) == (nameservers, domain, ("corp.example",))
+
+
+def test_kubelets_that_disagree_leave_the_remedy_out_and_the_reason_says_so() -> None:
+    facts = DnsFacts.from_finding(FINDING, [KubeletDns(("10.96.0.10",), "cluster.local"),
+                                            KubeletDns(("169.254.20.10",), "cluster.local")])
+    admitted, _ = _review(_pod(), facts)
+    assert "dnsConfig" not in admitted["spec"]
+    assert "cluster DNS address and domain are not known" in _annotations(admitted)["v4only.io/reason"]
+
+
+def test_the_kubelets_cluster_dns_alone_serves_a_forced_cluster_search() -> None:
+    facts = DnsFacts.from_finding(None, [KubeletDns(("10.96.0.10",), "cluster.local")])
+    admitted, _ = _review(_pod({"v4only.io/dns": "cluster-search"}), facts)
+    assert admitted["spec"]["dnsConfig"]["nameservers"] == ["10.96.0.10"]
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ({"clusterDNS": ["10.96.0.10"], "clusterDomain": "cluster.local"}, KubeletDns(("10.96.0.10",), "cluster.local")),
+    ({"clusterDNS": ["fd00::a"], "clusterDomain": "Cluster.Local."}, KubeletDns(("fd00::a",), "cluster.local")),
+    ({}, KubeletDns((), None)),
+    ({"clusterDNS": ["10.96.0.10", "kube-dns"], "clusterDomain": "a_b"}, KubeletDns((), None)),
+    ({"clusterDNS": "10.96.0.10", "clusterDomain": 5}, KubeletDns((), None)),
+    ({"clusterDNS": ["fe80::1%eth0"]}, KubeletDns((), None)),
+])
+def test_kubelet_dns_takes_only_what_a_pods_dnsconfig_may_carry(config: dict, expected: KubeletDns) -> None:
+    assert kubelet_dns(config) == expected
+
+
+def test_a_stale_capability_keeps_its_dns_facts() -> None:
+    """Old node capability falls back to unknown (env); the DNS facts are not node capability and stay."""
+    now = [0.0]
+    state = ClusterState(max_age_seconds=60, clock=lambda: now[0])
+    state.publish(replace(ALLOWING, dns=TRAP), {})
+    now[0] = 61.0
+    view = state.view()
+    assert view.capability.state == "unknown" and view.capability.dns == TRAP
+
+
+def test_configz_gives_the_allowlist_and_the_cluster_dns_through_the_node_proxy(fake_kube, tmp_path: Path) -> None:
+    """The real client against the fake API server: one /configz answer, both facts."""
+    from tests.fakekube import objects
+    from webhook.adapters.kube import KubeApi, KubeError, KubeletConfig
+
+    fake_kube.set_configz("n1", objects.kubelet_config(["net.ipv6.*"]))
+    fake_kube.set_configz("n2", objects.kubelet_config(clusterDNS=["10.152.183.10"], clusterDomain="k8s.example"))
+    fake_kube.set_configz("n3", {"kubeletconfig": {"allowedUnsafeSysctls": "net.*"}})
+    for name in ("n1", "n2", "n3"):
+        fake_kube.put_object(objects.node(name))
+    api = KubeApi.connect(kubeconfig=str(fake_kube.kubeconfig_path(tmp_path)))
+    try:
+        assert api.kubelet_config("n1") == KubeletConfig(("net.ipv6.*",), KubeletDns(("10.96.0.10",), "cluster.local"))
+        assert api.kubelet_config("n2").dns == KubeletDns(("10.152.183.10",), "k8s.example")
+        with pytest.raises(KubeError, match="allowedUnsafeSysctls is not a list of strings"):
+            api.kubelet_config("n3")
+    finally:
+        api.close()

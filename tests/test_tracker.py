@@ -380,7 +380,9 @@ def test_the_dns_probe_finding_reaches_decisions_and_the_cluster(kube: FakeKube,
         sc.wait_until(lambda: _capability(state).dns.traps == ("corp.example",), what="the trap in the snapshot")
         decision = sc.decision(_capability(state))
         assert decision.applied == "sysctl+dns" and decision.dns is not None
-        assert decision.dns.nameservers == ("127.0.0.1",)
+        # The cluster DNS is the kubelets' own (their /configz clusterDNS, the fake's 10.96.0.10), before the
+        # probing replica's resolv.conf (127.0.0.1 here): product.md, the dns remedy.
+        assert decision.dns.nameservers == ("10.96.0.10",)
         published = sc.wait_until(lambda: kube.get_object("ConfigMap", "v4only-dns", "v4only-system"),
                                   what="the published finding")
         assert handle.dns_finding is not None and handle.dns_finding.node == "e-2"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from tests.fakekube import objects
 from tests.helpers import apply_ops, validate
 from webhook.core.capability import Capability, NodeFacts
+from webhook.core.dns_remedy import DnsFacts
 from webhook.core.rollout_status import rollout_status
 from webhook.core.settings import Settings
 from webhook.core.workload_plan import (
@@ -146,6 +148,22 @@ def test_a_pending_pod_held_by_a_pin_it_no_longer_needs_is_not_in_line() -> None
     plan = _plan(dep, pods=[pending])
     assert (plan.outcome, plan.action) == ("changed", "restart")
     assert _plan(dep, pods=[running]).outcome == "unchanged"
+
+
+def test_with_a_trap_a_pod_is_in_line_when_it_has_the_dns_remedy() -> None:
+    """The webhook gives these pods `sysctl+dns`: that is in line, and restarting them would give them the
+    same again (a restart loop under `serve --reconcile`). A pod without the DNS remedy is not in line."""
+    trap = DnsFacts(True, ("corp.example",), ("10.96.0.10",), "cluster.local", False)
+    allowed = dataclasses.replace(ALLOWED, dns=trap)
+    dep = _stored(objects.deployment("web", "team"))
+    assert _plan(dep, pods=[_pod(dep, applied="sysctl+dns")], capability=allowed).outcome == "unchanged"
+    assert _plan(dep, pods=[_pod(dep, applied="sysctl+affinity+dns")], capability=allowed).outcome == "unchanged"
+    stale = _plan(dep, pods=[_pod(dep, applied="sysctl")], capability=allowed)
+    assert stale.outcome == "changed" and stale.decision is not None and stale.decision.applied == "sysctl+dns"
+    # The trap gone, or the finding unknown for a while: a pod keeps its harmless DNS remedy, nothing restarts
+    # (no churn when the finding flaps); another remedy still counts.
+    assert _plan(dep, pods=[_pod(dep, applied="sysctl+dns")], capability=ALLOWED).outcome == "unchanged"
+    assert _plan(dep, pods=[_pod(dep, applied="env+dns")], capability=ALLOWED).outcome == "changed"
 
 
 def test_pods_older_than_the_last_restart_belong_to_its_rollout() -> None:

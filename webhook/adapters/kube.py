@@ -23,7 +23,9 @@ from urllib.parse import quote
 import orjson
 import urllib3
 
-__all__ = ["KubeApi", "KubeError", "Listing", "Resource", "WatchStream"]
+from webhook.core.dns_remedy import KubeletDns, kubelet_dns
+
+__all__ = ["KubeApi", "KubeError", "KubeletConfig", "Listing", "Resource", "WatchStream", "parse_configz"]
 
 Resource = Literal["nodes", "namespaces", "pods"]
 _COLLECTIONS: Mapping[Resource, str] = {
@@ -42,6 +44,31 @@ class KubeError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class KubeletConfig:
+    """What v4only reads of a kubelet's /configz: its unsafe-sysctl allowlist and its cluster DNS (rule 7)."""
+
+    allowed_unsafe_sysctls: tuple[str, ...]
+    dns: KubeletDns
+
+
+def parse_configz(body: Any, node: str) -> KubeletConfig:
+    """The /configz body: `{"kubeletconfig": {...KubeletConfiguration v1beta1...}}`.
+
+    Other components in the same process (MicroK8s kubelite) may add keys, so only `kubeletconfig` is read.
+    `allowedUnsafeSysctls` is omitted when empty (shared/reference/kubernetes.md §4); a malformed one is an
+    error, since the capability verdict rests on it. A malformed `clusterDNS`/`clusterDomain` only means
+    "not known" for the DNS remedy (`webhook.core.dns_remedy.kubelet_dns`).
+    """
+    config = body.get("kubeletconfig") if isinstance(body, dict) else None
+    if not isinstance(config, dict):
+        raise KubeError(0, f"configz of node {node} has no kubeletconfig")
+    allowed = config.get("allowedUnsafeSysctls") or []
+    if not isinstance(allowed, list) or not all(isinstance(p, str) for p in allowed):
+        raise KubeError(0, f"configz of node {node}: allowedUnsafeSysctls is not a list of strings")
+    return KubeletConfig(tuple(allowed), kubelet_dns(config))
 
 
 def load_api_client(*, kubeconfig: str | None = None, context: str | None = None) -> Any:
@@ -212,21 +239,13 @@ class KubeApi:
         response = self._send("GET", path, query=query, timeout=(TIMEOUT[0], read_timeout))
         return WatchStream(response, f"watch {path}")
 
-    def kubelet_allowlist(self, node: str) -> tuple[str, ...]:
-        """The running kubelet's `allowedUnsafeSysctls`, from /configz through the API server's node proxy.
+    def kubelet_config(self, node: str) -> KubeletConfig:
+        """What v4only reads of the running kubelet's configuration: /configz through the API server's node proxy."""
+        return parse_configz(self.request("GET", f"/api/v1/nodes/{quote(node, safe='')}/proxy/configz"), node)
 
-        The body is `{"kubeletconfig": {...KubeletConfiguration v1beta1...}}`; other components in the same
-        process (MicroK8s kubelite) may add keys, so only `kubeletconfig` is read. The field is omitted
-        when empty (shared/reference/kubernetes.md §4).
-        """
-        body = self.request("GET", f"/api/v1/nodes/{quote(node, safe='')}/proxy/configz")
-        config = body.get("kubeletconfig")
-        if not isinstance(config, dict):
-            raise KubeError(0, f"configz of node {node} has no kubeletconfig")
-        allowed = config.get("allowedUnsafeSysctls") or []
-        if not isinstance(allowed, list) or not all(isinstance(p, str) for p in allowed):
-            raise KubeError(0, f"configz of node {node}: allowedUnsafeSysctls is not a list of strings")
-        return tuple(allowed)
+    def kubelet_allowlist(self, node: str) -> tuple[str, ...]:
+        """The running kubelet's `allowedUnsafeSysctls` (see `parse_configz`)."""
+        return self.kubelet_config(node).allowed_unsafe_sysctls
 
     def patch_node_labels(self, node: str, labels: Mapping[str, str | None]) -> None:
         """A JSON merge patch of `metadata.labels` (None removes a label); nothing else on the node changes."""

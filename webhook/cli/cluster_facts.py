@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from webhook.adapters.kube import KubeApi, KubeError
+from webhook.adapters.kube import KubeApi, KubeError, KubeletConfig
 from webhook.adapters.kube_dns import read_finding
 from webhook.cli.usage import UsageError, connect
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, node_facts_from_object
 from webhook.core.diagnosis import with_evidence
-from webhook.core.dns_remedy import DnsFacts
+from webhook.core.dns_remedy import DnsFacts, KubeletDns
 from webhook.core.dns_trap import DnsFinding
 from webhook.core.evidence import FAILED_PODS, Rejection, rejection_from_pod
 from webhook.core.settings import Settings
@@ -34,12 +34,13 @@ class ClusterFacts:
     labels_published: bool
     pods_error: str = ""  # why failed pods could not be listed ("" = they were)
     dns: DnsFinding | None = None  # the DNS probe's finding as serve published it (None: none, or not readable)
+    kubelet_dns: tuple[KubeletDns, ...] = ()  # each read kubelet's clusterDNS/clusterDomain (rule 7's cluster DNS)
 
     def capability(self, settings: Settings) -> Capability:
-        """The snapshot the webhook would decide with, evidence and the DNS finding included."""
+        """The snapshot the webhook would decide with, evidence and the DNS facts included."""
         nodes = with_evidence(self.nodes, self.rejections, settings.sysctl_names)
         built = Capability.build(nodes, sysctl_names=settings.sysctl_names, labels_published=self.labels_published)
-        return built if self.dns is None else replace(built, dns=DnsFacts.from_finding(self.dns))
+        return replace(built, dns=DnsFacts.from_finding(self.dns, self.kubelet_dns))
 
 
 def read_cluster(args: argparse.Namespace, *, hint: str = "") -> ClusterFacts:
@@ -65,7 +66,10 @@ def gather(api: KubeApi, namespace: str = "v4only-system") -> ClusterFacts:
     with ThreadPoolExecutor(CONFIGZ_WORKERS, thread_name_prefix="v4only-doctor") as pool:
         answers = list(pool.map(lambda n: _configz(api, n.name), nodes))
     return ClusterFacts(
-        nodes=tuple(replace(n, allowlist=allowlist) for n, (allowlist, _) in zip(nodes, answers, strict=True)),
+        nodes=tuple(
+            replace(n, allowlist=config.allowed_unsafe_sysctls if config is not None else None)
+            for n, (config, _) in zip(nodes, answers, strict=True)
+        ),
         configz_errors={n.name: error for n, (_, error) in zip(nodes, answers, strict=True) if error},
         namespaces=namespaces,
         rejections=rejections,
@@ -73,6 +77,7 @@ def gather(api: KubeApi, namespace: str = "v4only-system") -> ClusterFacts:
         labels_published=any(keys.NODE_CAPABILITY in n.labels for n in nodes),
         pods_error=pods_error,
         dns=read_finding(api, namespace),
+        kubelet_dns=tuple(config.dns for config, _ in answers if config is not None),
     )
 
 
@@ -87,9 +92,9 @@ def _rejections(api: KubeApi) -> tuple[tuple[Rejection, ...], str]:
     return tuple(r for r in map(rejection_from_pod, pods) if r), ""
 
 
-def _configz(api: KubeApi, node: str) -> tuple[tuple[str, ...] | None, str]:
+def _configz(api: KubeApi, node: str) -> tuple[KubeletConfig | None, str]:
     try:
-        return api.kubelet_allowlist(node), ""
+        return api.kubelet_config(node), ""
     except KubeError as error:
         return None, configz_error(error)
 

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         labels_published=facts.labels_published,
         pods_error=facts.pods_error,
         dns=facts.dns,
+        kubelet_dns=facts.kubelet_dns,
     )
     sys.stdout.write(render_json(diagnosis) if args.output == "json" else render_table(diagnosis))
     return diagnosis.exit_status

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, Source, Verdict, evaluate_node
 from webhook.core.decision import decide, enforced_level, pod_security_forbids
-from webhook.core.dns_remedy import DnsFacts
+from webhook.core.dns_remedy import DnsFacts, KubeletDns
 from webhook.core.dns_report import DnsReport, dns_report
 from webhook.core.dns_trap import DnsFinding
 from webhook.core.evidence import Rejection
@@ -128,16 +128,18 @@ def diagnose(
     labels_published: bool,
     pods_error: str = "",
     dns: DnsFinding | None = None,
+    kubelet_dns: Iterable[KubeletDns] = (),
 ) -> Diagnosis:
     """Everything `doctor` shows, from plain facts; `nodes` carry the configz allowlists already.
 
-    `pods_error` says why failed pods could not be listed (then there is no evidence to show).
+    `pods_error` says why failed pods could not be listed (then there is no evidence to show). `dns` and
+    `kubelet_dns` (each kubelet's clusterDNS/clusterDomain) give rule 7 what the webhook has.
     """
     rejected = sorted(rejections, key=lambda r: (r.namespace, r.name))
     facts = with_evidence(nodes, rejected, settings.sysctl_names)
     capability = Capability.build(facts, sysctl_names=settings.sysctl_names, labels_published=labels_published)
-    if dns is not None:  # the namespaces' decisions see what the webhook sees (rule 7)
-        capability = replace(capability, dns=DnsFacts.from_finding(dns))
+    # The namespaces' decisions see what the webhook sees (rule 7).
+    capability = replace(capability, dns=DnsFacts.from_finding(dns, kubelet_dns))
     dns_section = dns_report(dns)
     node_reports = tuple(
         _node_report(n, v.verdict, v.source, v.detail, configz_errors.get(n.name, ""), settings)

@@ -10,18 +10,29 @@ cluster's own three search entries (what the kubelet writes for ClusterFirst, mi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from webhook.core import keys
 from webhook.core.dns_trap import DnsFinding
+from webhook.core.errors import UnhandledObject
 from webhook.core.shapes import optional_list, optional_mapping
 
 DnsMode = Literal["auto", "cluster-search", "ndots", "off"]
 DNS_MODES: tuple[DnsMode, ...] = ("auto", "cluster-search", "ndots", "off")
 MUSL_ERROR = 'musl: "Name has no usable address"'
 MAX_NAMESERVERS = 3  # core/v1 validation: at most 3 nameservers in dnsConfig (validateDNSConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class KubeletDns:
+    """One kubelet's `clusterDNS` and `clusterDomain` (its /configz): what it gives ClusterFirst pods."""
+
+    nameservers: tuple[str, ...] = ()
+    domain: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +46,61 @@ class DnsFacts:
     aaaa_nxdomain: bool = False  # the cluster DNS answers NXDOMAIN to AAAA: every musl client fails
 
     @classmethod
-    def from_finding(cls, finding: DnsFinding) -> DnsFacts:
+    def from_finding(cls, finding: DnsFinding | None, kubelets: Iterable[KubeletDns | None] = ()) -> DnsFacts:
+        """The probe's finding, with the cluster DNS the kubelets report (product.md: the kubelet's own
+        `clusterDNS`/`clusterDomain`, else those of v4only's own resolv.conf, never guessed)."""
+        nameservers, domain = cluster_dns(kubelets, finding)
+        if finding is None:
+            return cls(nameservers=nameservers, cluster_domain=domain)
         # Outside a ClusterFirst pod (no cluster domain in serve's resolv.conf) the probe learns nothing.
-        return cls(finding.cluster_domain is not None, finding.traps, finding.nameservers[:MAX_NAMESERVERS],
-                   finding.cluster_domain, finding.aaaa_blocking == "nxdomain")
+        return cls(finding.cluster_domain is not None, finding.traps, nameservers, domain,
+                   finding.aaaa_blocking == "nxdomain")
+
+
+def cluster_dns(
+    kubelets: Iterable[KubeletDns | None], finding: DnsFinding | None
+) -> tuple[tuple[str, ...], str | None]:
+    """The cluster DNS addresses (at most 3, as the kubelet uses them) and domain: what every kubelet that
+    reports one says, else the probing replica's resolv.conf, else nothing. Kubelets that disagree (NodeLocal
+    DNSCache on some nodes, say) leave it unknown: a pod may land on any of them."""
+    seen = {(k.nameservers, k.domain) for k in kubelets if k is not None and k.nameservers and k.domain}
+    if len(seen) == 1:
+        nameservers, domain = seen.pop()
+        return nameservers[:MAX_NAMESERVERS], domain
+    if seen or finding is None or not finding.nameservers or finding.cluster_domain is None:
+        return (), None
+    return finding.nameservers[:MAX_NAMESERVERS], finding.cluster_domain
+
+
+def kubelet_dns(config: Mapping[str, Any]) -> KubeletDns:
+    """`clusterDNS` and `clusterDomain` of a KubeletConfiguration (v1beta1, as /configz serves it). Both are
+    optional; a value that is not a list of IP addresses, or not a DNS domain, counts as absent (the pods'
+    dnsConfig would be refused by the API server if v4only wrote it)."""
+    servers = config.get("clusterDNS")
+    if not isinstance(servers, list) or not servers or not all(_is_ip(s) for s in servers):
+        servers = []
+    return KubeletDns(tuple(servers), _domain(config.get("clusterDomain")))
+
+
+def _is_ip(value: Any) -> bool:
+    if not isinstance(value, str) or "%" in value:  # dnsConfig nameservers take no zone
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_SUBDOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")  # IsDNS1123Subdomain, as a pod's search entries must be
+
+
+def _domain(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    domain = value.lower().removesuffix(".")
+    return domain if len(domain) <= 253 and _SUBDOMAIN.fullmatch(domain) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +135,8 @@ def choose_dns(
     elif facts.nameservers and facts.cluster_domain:
         domain = facts.cluster_domain
         choice = DnsChoice("cluster-search", facts.nameservers, (f"{namespace}.svc.{domain}", f"svc.{domain}", domain))
-    else:
-        return DnsOutcome(notes=(*notes, "dns: the cluster DNS address and domain are not known: not applied"),
+    else:  # product.md: "without them the remedy is not applied and the reason says so"
+        return DnsOutcome(line="dns: the cluster DNS address and domain are not known: not applied", notes=notes,
                           uncured_trap=bool(facts.traps))
     line = f"dns: {why}" if choice.form == "cluster-search" else f"dns: {why}; ndots:1"
     if _is_applied(spec, meta, choice):
@@ -99,7 +161,8 @@ def _is_applied(spec: Mapping[str, Any], meta: Mapping[str, Any], choice: DnsCho
     """A pod v4only already gave this remedy (the webhook may be called twice: reinvocation)."""
     config = optional_mapping(spec.get("dnsConfig"), "spec.dnsConfig")
     if choice.form == "cluster-search":
-        return (spec.get("dnsPolicy") == "None" and tuple(config.get("nameservers") or ()) == choice.nameservers
+        servers = tuple(config.get("nameservers") or ())
+        return (spec.get("dnsPolicy") == "None" and servers[:len(choice.nameservers)] == choice.nameservers
                 and tuple(config.get("searches") or ()) == choice.searches)
     applied = optional_mapping(meta.get("annotations"), "metadata.annotations").get(keys.APPLIED)
     return _ndots(config) == "1" and isinstance(applied, str) and applied.endswith("+dns")
@@ -141,8 +204,13 @@ def dns_ops(spec: Mapping[str, Any], choice: DnsChoice, path: str) -> list[dict[
     # the trap, are gone from the list, so its choice no longer matters for F1); other options kept.
     if _ndots(config) is None:
         options = [{"name": "ndots", "value": "5"}, *options]
-    wanted = {**config, "nameservers": list(choice.nameservers), "searches": list(choice.searches),
-              "options": options}
+    # The pod's own nameservers follow the cluster DNS, the first 3 kept: what the kubelet gives a ClusterFirst
+    # pod with dnsConfig.nameservers (dns.go appendDNSConfig, then formDNSNameserversFitsLimits).
+    own = optional_list(config.get("nameservers"), "spec.dnsConfig.nameservers") or ()
+    if not all(isinstance(server, str) for server in own):
+        raise UnhandledObject("spec.dnsConfig.nameservers is not a list of strings")
+    servers = list(dict.fromkeys([*choice.nameservers, *own]))[:MAX_NAMESERVERS]
+    wanted = {**config, "nameservers": servers, "searches": list(choice.searches), "options": options}
     if dict(config) != wanted:
         ops.append(_add(f"{path}/dnsConfig", wanted))
     return ops

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from webhook.core.capability import Capability
 
@@ -83,7 +83,8 @@ class ClusterState:
         if age <= self._max_age:
             return view
         stale = Capability.unknown(f"capability is {age:.0f}s old, over the {self._max_age:.0f}s limit")
-        return View(stale, view.namespaces, view.confirmed_at)
+        # Rule 7's DNS facts stay: they are not node capability, and the DNS probe runs on its own.
+        return View(replace(stale, dns=view.capability.dns), view.namespaces, view.confirmed_at)
 
     def age_seconds(self) -> float | None:
         confirmed = self._view.confirmed_at

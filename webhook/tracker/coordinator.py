@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from webhook.adapters.kube import KubeApi, KubeError, Resource
 from webhook.core.capability import Capability
-from webhook.core.dns_remedy import DnsFacts
+from webhook.core.dns_remedy import DnsFacts, KubeletDns
 from webhook.core.dns_trap import DnsFinding
 from webhook.core.evidence import FAILED_PODS
 from webhook.core.settings import Settings
@@ -36,6 +36,7 @@ class _Configz:
     token: int
     allowlist: tuple[str, ...] | None
     error: KubeError | None
+    dns: KubeletDns | None = None  # the kubelet's clusterDNS/clusterDomain (None: not read)
 
 
 _Message = Listed | Event | _Configz | DnsFinding | None
@@ -55,6 +56,9 @@ class Coordinator(threading.Thread):
         self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._dns = DnsFacts()  # the DNS probe's last finding, as the decision reads it (rule 7)
         self.dns_finding: DnsFinding | None = None
+        # Each kubelet's clusterDNS/clusterDomain: rule 7's cluster DNS comes from them before serve's resolv.conf.
+        self._kubelet_dns: dict[str, KubeletDns] = {}
+        self._dns_dirty = False  # the finding or a kubelet's DNS changed, or a node went: recompute at publish
         self._inventory = Inventory(settings.sysctl_names)
         self._pool = ThreadPoolExecutor(config.configz_workers, thread_name_prefix="v4only-configz")
         self._tokens = itertools.count(1)
@@ -135,6 +139,7 @@ class Coordinator(threading.Thread):
             if message.resource == "nodes":
                 if deleted:
                     self._nodes_dirty |= inventory.remove_node(str((obj.get("metadata") or {}).get("name")))
+                    self._dns_dirty = True
                 else:
                     name, changed, refetch = inventory.upsert_node(obj)
                     self._nodes_dirty |= changed
@@ -148,14 +153,13 @@ class Coordinator(threading.Thread):
         elif isinstance(message, _Configz):
             self._configz_answered(message)
         elif isinstance(message, DnsFinding):
-            facts = DnsFacts.from_finding(message)
-            self._nodes_dirty |= facts != self._dns
-            self._dns, self.dns_finding = facts, message
+            self.dns_finding, self._dns_dirty = message, True
 
     def _listed(self, message: Listed) -> None:
         if message.resource == "nodes":
             changed, refetch = self._inventory.replace_nodes(message.items)
             self._nodes_dirty |= changed
+            self._dns_dirty = True
             for name in refetch:
                 self._read_configz_soon(name)
         elif message.resource == "namespaces":
@@ -192,7 +196,8 @@ class Coordinator(threading.Thread):
 
     def _read_configz(self, node: str, token: int) -> None:
         try:
-            self._queue.put(_Configz(node, token, self._api.kubelet_allowlist(node), None))
+            config = self._api.kubelet_config(node)
+            self._queue.put(_Configz(node, token, config.allowed_unsafe_sysctls, None, config.dns))
         except KubeError as error:
             self._queue.put(_Configz(node, token, None, error))
 
@@ -208,12 +213,23 @@ class Coordinator(threading.Thread):
         elif answer.error is None:
             self._warned.discard(answer.node)
         self._nodes_dirty |= self._inventory.set_allowlist(answer.node, answer.allowlist)
+        if answer.dns is not None and self._kubelet_dns.get(answer.node) != answer.dns:
+            self._kubelet_dns[answer.node] = answer.dns
+            self._dns_dirty = True
         if self._inventory.has_node(answer.node):
             jitter = random.uniform(0.9, 1.1)
             interval = configz_refresh_seconds(self._inventory.node_count(), self._config)
             self._schedule(answer.node, time.monotonic() + interval * jitter)
 
     # ---- publishing
+
+    def _refresh_dns(self) -> None:
+        """Rule 7's facts from the probe's finding and the kubelets still in the inventory (once per publish:
+        a pass over the nodes, not one per configz answer)."""
+        self._kubelet_dns = {n: d for n, d in self._kubelet_dns.items() if self._inventory.has_node(n)}
+        facts = DnsFacts.from_finding(self.dns_finding, self._kubelet_dns.values())
+        self._nodes_dirty |= facts != self._dns
+        self._dns, self._dns_dirty = facts, False
 
     def _publish_or_confirm(self, now: float) -> None:
         nodes, namespaces, pods = self.reflectors
@@ -224,7 +240,7 @@ class Coordinator(threading.Thread):
         first = self.capability is None
         if first and self._inflight and now - self._synced_at < self._config.initial_configz_wait_seconds:
             return
-        dirty = first or self._nodes_dirty or self._namespaces_dirty
+        dirty = first or self._nodes_dirty or self._namespaces_dirty or self._dns_dirty
         if dirty and now - self._published_at >= self._config.publish_interval_seconds:
             self._publish(now)
         elif nodes.healthy and namespaces.healthy and now - self._confirmed_at >= self._config.confirm_interval_seconds:
@@ -233,6 +249,8 @@ class Coordinator(threading.Thread):
             self._confirmed_at = now
 
     def _publish(self, now: float) -> None:
+        if self._dns_dirty:
+            self._refresh_dns()
         capability = self.capability
         if capability is None or self._nodes_dirty:
             capability = replace(Capability.build(
