@@ -102,6 +102,7 @@ def _start_flipper(state: ClusterState, settings: Settings, interval: float) -> 
 
 def _start_tracker(state: ClusterState, settings: Settings, kubeconfig: str) -> Callable[[], None]:
     from webhook.adapters.kube import KubeApi
+    from webhook.adapters.kubelet import KubeletAccess, KubeletConfigz
     from webhook.tracker.config import TrackerConfig
     from webhook.tracker.start import start_tracker
 
@@ -115,7 +116,8 @@ def _start_tracker(state: ClusterState, settings: Settings, kubeconfig: str) -> 
         confirm_interval_seconds=0.2,
     )
     api = KubeApi.connect(kubeconfig=kubeconfig)
-    handle = start_tracker(state, settings, api, publish_labels=False, config=config)
+    configz = KubeletConfigz(api, KubeletAccess(proxy_fallback=True))  # kubelets scripted via the node proxy
+    handle = start_tracker(state, settings, api, publish_labels=False, config=config, configz=configz)
 
     def stop() -> None:
         handle.stop()

@@ -19,6 +19,7 @@ from tests.fakekube import FakeKube, objects
 from tests.test_tracker import FAST
 from webhook.adapters import rbac_patcher, rbac_used
 from webhook.adapters.kube import KubeApi
+from webhook.adapters.kubelet import KubeletAccess, KubeletConfigz
 from webhook.loops.leader import LeaseTimings
 from webhook.loops.state import ClusterState
 from webhook.patcher.reconciler import ReconcilerConfig, ReconcilerHandle, TokenBucket, start_reconciler
@@ -54,7 +55,8 @@ def reconciling(kube: FakeKube, tmp_path: Path, config: ReconcilerConfig = QUICK
     directory.mkdir(exist_ok=True)
     api = KubeApi.connect(kubeconfig=str(kube.kubeconfig_path(directory)))
     state = ClusterState(max_age_seconds=30.0)
-    tracker = start_tracker(state, sc.SETTINGS, api, publish_labels=False, config=FAST)
+    configz = KubeletConfigz(api, KubeletAccess(proxy_fallback=True))  # kubelets scripted via the node proxy
+    tracker = start_tracker(state, sc.SETTINGS, api, publish_labels=False, config=FAST, configz=configz)
     handle = start_reconciler(state, sc.SETTINGS, api, config=replace(config, identity=f"replica-{name}"))
     try:
         sc.wait_until(lambda: state.ready, what="the tracker's first snapshot")

@@ -20,6 +20,7 @@ from tests.dns_fake import KUBELET_RESOLV, LabResolver, dns_server
 from tests.fakekube import FakeKube, RecordedRequest, objects
 from webhook.adapters import rbac_used
 from webhook.adapters.kube import KubeApi
+from webhook.adapters.kubelet import KubeletAccess, KubeletConfigz
 from webhook.core.capability import Capability
 from webhook.core.dns_trap import finding_from_dict
 from webhook.core.settings import parse_settings
@@ -71,7 +72,10 @@ def tracking(
         config = replace(config, dns_probe=ProbeConfig(resolv_conf=resolv, port=dns_port, timeout_seconds=1.0,
                                                        node="e-2"))
         settings = parse_settings({"dns": {"probeIntervalSeconds": 0.3}})
-    handle = start_tracker(state, settings, api, publish_labels=publish_labels, config=config)
+    # These scenarios script kubelet answers through the fake API server's node proxy: the client has no
+    # cluster CA, so no kubelet is dialled and the opt-in proxy path answers (test_kubelet_configz: direct).
+    configz = KubeletConfigz(api, KubeletAccess(proxy_fallback=True))
+    handle = start_tracker(state, settings, api, publish_labels=publish_labels, config=config, configz=configz)
     try:
         yield state, handle
     finally:

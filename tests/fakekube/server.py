@@ -141,6 +141,7 @@ class FakeKube:
         self._forbid: list[_ForbidRule] = []
         self._configz: dict[str, _Configz] = {}
         self._configz_calls: dict[str, int] = {}
+        self._denied_node_subresources: set[tuple[str | None, str]] = set()
         self._hang = threading.Event()
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -204,16 +205,21 @@ class FakeKube:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
-    def kubeconfig_path(self, tmp_dir: Path | str, *, second_context: str | None = None) -> Path:
+    def kubeconfig_path(self, tmp_dir: Path | str, *, second_context: str | None = None,
+                        certificate_authority: Path | None = None) -> Path:
         """Write a kubeconfig: context "fakekube" (current) authenticates as `user`; the optional
-        second context authenticates with another token as `alt_user`."""
+        second context authenticates with another token as `alt_user`. `certificate_authority` is the
+        cluster CA the client loads (the fake serves plain HTTP; fake kubelets chain to this CA)."""
         contexts = [{"name": "fakekube", "context": {"cluster": "fakekube", "user": "fakekube", "namespace": "default"}}]
         users = [{"name": "fakekube", "user": {"token": TOKEN}}]
         if second_context:
             contexts.append({"name": second_context, "context": {"cluster": "fakekube", "user": "fakekube-alt"}})
             users.append({"name": "fakekube-alt", "user": {"token": ALT_TOKEN}})
+        cluster: dict[str, str] = {"server": self.url}
+        if certificate_authority is not None:
+            cluster["certificate-authority"] = str(certificate_authority)
         config = {"apiVersion": "v1", "kind": "Config", "preferences": {}, "current-context": "fakekube",
-                  "clusters": [{"name": "fakekube", "cluster": {"server": self.url}}],
+                  "clusters": [{"name": "fakekube", "cluster": cluster}],
                   "contexts": contexts, "users": users}
         path = Path(tmp_dir) / "kubeconfig"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -232,6 +238,17 @@ class FakeKube:
         """
         with self._lock:
             self._configz[node] = _Configz(body, status, delay)
+
+    def deny_node_subresource(self, subresource: str, *, user: str | None = None) -> None:
+        """RBAC has no `get nodes/<subresource>` for `user` (None: anyone), as a kubelet's SubjectAccessReview
+        sees it (tests/fakekube/kubelet.py). Everything is allowed until denied, like the rest of the fake."""
+        with self._lock:
+            self._denied_node_subresources.add((user, subresource))
+
+    def node_subresource_allowed(self, user: str, subresource: str) -> bool:
+        with self._lock:
+            denied = self._denied_node_subresources
+            return (None, subresource) not in denied and (user, subresource) not in denied
 
     def configz_count(self, node: str) -> int:
         with self._lock:

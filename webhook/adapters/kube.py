@@ -25,7 +25,9 @@ import urllib3
 
 from webhook.core.dns_remedy import KubeletDns, kubelet_dns
 
-__all__ = ["KubeApi", "KubeError", "KubeletConfig", "Listing", "Resource", "WatchStream", "parse_configz"]
+__all__ = [
+    "Credentials", "KubeApi", "KubeError", "KubeletConfig", "Listing", "Resource", "WatchStream", "parse_configz",
+]
 
 Resource = Literal["nodes", "namespaces", "pods"]
 _COLLECTIONS: Mapping[Resource, str] = {
@@ -115,6 +117,16 @@ def _config_source(kubeconfig: str | None, default: Path) -> str | None:
 class Listing:
     items: list[dict[str, Any]]
     resource_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the client authenticates with, for talking to kubelets directly (webhook/adapters/kubelet.py)."""
+
+    ca_file: str | None  # the cluster CA: the ServiceAccount's ca.crt, or the kubeconfig's certificate-authority
+    cert_file: str | None
+    key_file: str | None
+    authorization: Callable[[], str | None]  # the Authorization header; in a pod the token file is re-read
 
 
 class WatchStream:
@@ -246,6 +258,15 @@ class KubeApi:
     def kubelet_allowlist(self, node: str) -> tuple[str, ...]:
         """The running kubelet's `allowedUnsafeSysctls` (see `parse_configz`)."""
         return self.kubelet_config(node).allowed_unsafe_sysctls
+
+    def kubelet_credentials(self) -> Credentials:
+        configuration = self._client.configuration
+        return Credentials(
+            ca_file=configuration.ssl_ca_cert or None,
+            cert_file=configuration.cert_file or None,
+            key_file=configuration.key_file or None,
+            authorization=lambda: configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or None,
+        )
 
     def patch_node_labels(self, node: str, labels: Mapping[str, str | None]) -> None:
         """A JSON merge patch of `metadata.labels` (None removes a label); nothing else on the node changes."""

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from webhook.adapters.kube import KubeApi, KubeError, Resource
+from webhook.adapters.kubelet import KubeletConfigz
 from webhook.core.capability import Capability
 from webhook.core.dns_remedy import DnsFacts, KubeletDns
 from webhook.core.dns_trap import DnsFinding
@@ -46,10 +47,18 @@ class Coordinator(threading.Thread):
     """The single writer: applies events, reads configz through a bounded pool, publishes snapshots."""
 
     def __init__(
-        self, state: ClusterState, settings: Settings, api: KubeApi, *, publish_labels: bool, config: TrackerConfig
+        self,
+        state: ClusterState,
+        settings: Settings,
+        api: KubeApi,
+        *,
+        publish_labels: bool,
+        config: TrackerConfig,
+        configz: KubeletConfigz,
     ) -> None:
         super().__init__(name="v4only-tracker", daemon=True)
         self._state, self._settings, self._api = state, settings, api
+        self._configz = configz  # direct kubelet reads (nodes/configz), the node proxy only if enabled
         self._labels_published, self._config = publish_labels, config
         self.stopping = threading.Event()
         self.stats = Stats()
@@ -196,7 +205,7 @@ class Coordinator(threading.Thread):
 
     def _read_configz(self, node: str, token: int) -> None:
         try:
-            config = self._api.kubelet_config(node)
+            config = self._configz.config(node)
             self._queue.put(_Configz(node, token, config.allowed_unsafe_sysctls, None, config.dns))
         except KubeError as error:
             self._queue.put(_Configz(node, token, None, error))

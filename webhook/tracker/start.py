@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from webhook.adapters.kube import KubeApi
 from webhook.adapters.kube_dns import write_finding
+from webhook.adapters.kubelet import KubeletConfigz
 from webhook.core.dns_trap import DnsFinding
 from webhook.core.settings import Settings
 from webhook.loops.leader import default_lease_namespace
@@ -57,10 +58,13 @@ def start_tracker(
     *,
     publish_labels: bool,
     config: TrackerConfig | None = None,
+    configz: KubeletConfigz | None = None,
 ) -> TrackerHandle:
-    """Start the tracker's threads; `state` turns ready at the first publish."""
+    """Start the tracker's threads; `state` turns ready at the first publish. `configz` defaults to the
+    kubelet access the environment configures (V4ONLY_KUBELET_*, webhook/adapters/kubelet.py)."""
     config = config or TrackerConfig()
-    coordinator = Coordinator(state, settings, api, publish_labels=publish_labels, config=config)
+    configz = configz or KubeletConfigz.from_env(api)
+    coordinator = Coordinator(state, settings, api, publish_labels=publish_labels, config=config, configz=configz)
     coordinator.start()
     publisher = LabelPublisher(coordinator, api, config) if publish_labels else None
     if publisher is not None:
