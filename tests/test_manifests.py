@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import re
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ MANIFESTS = ROOT / "manifests"
 BASE = MANIFESTS / "base"
 CERT_MANAGER = MANIFESTS / "overlays" / "cert-manager"
 PATCHER = MANIFESTS / "patcher"
+CONFIGZ_VIA_PROXY = MANIFESTS / "configz-via-proxy"
 K8S_VERSION = "1.33.0"
 NAMESPACE = "v4only-system"
 KUSTOMIZE_KINDS = {"Kustomization", "Component"}
@@ -70,26 +72,41 @@ def ident(obj: dict[str, Any]) -> tuple[str, str, str, str]:
 # --------------------------------------------------------------------------------------------- rendering
 
 
+# Lists that strategic merge patch merges by `name` (their patchMergeKey in the Kubernetes OpenAPI, x-kubernetes-
+# patch-merge-key on PodSpec.containers and Container.env); every other list is replaced, which we refuse.
+_MERGED_BY_NAME = {"containers", "env"}
+
+
 def _merge(target: dict[str, Any], patch: dict[str, Any], where: str) -> None:
     for key, value in patch.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
             _merge(target[key], value, f"{where}.{key}")
+        elif key in _MERGED_BY_NAME and isinstance(value, list) and isinstance(target.get(key), list):
+            added = []
+            for item in value:
+                same = [t for t in target[key] if t.get("name") == item.get("name")]
+                if same:
+                    _merge(same[0], item, f"{where}.{key}[{item.get('name')}]")
+                else:
+                    added.append(copy.deepcopy(item))
+            target[key][:0] = added  # new entries come first, as `kubectl kustomize` (kyaml's merge) puts them
         elif isinstance(value, list | dict) and key in target:
             raise AssertionError(f"{where}.{key}: list/shape merge is beyond this test renderer")
         else:
             target[key] = copy.deepcopy(value)
 
 
-def render(directory: Path) -> list[dict[str, Any]]:
+def render(directory: Path, parent: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The objects a kustomization renders to. A component adds to (and patches) its parent's objects."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     unknown = set(kustomization) - {"apiVersion", "kind", "resources", "components", "patches"}
     assert not unknown, f"{directory}: kustomization fields the test renderer does not implement: {unknown}"
-    objects: list[dict[str, Any]] = []
+    objects: list[dict[str, Any]] = [] if parent is None else parent
     for entry in kustomization.get("resources", []):
         path = directory / entry
         objects += render(path) if path.is_dir() else documents(path)
     for entry in kustomization.get("components", []):
-        objects += render(directory / entry)
+        render(directory / entry, objects)
     for patch in kustomization.get("patches", []):
         assert set(patch) <= {"path", "patch"}, f"{directory}: patch targets/options are not implemented: {patch}"
         docs = documents(directory / patch["path"]) if "path" in patch else list(yaml.safe_load_all(patch["patch"]))
@@ -155,7 +172,7 @@ def test_overlay_patches_are_valid_fragments(base: dict[tuple[str, str], dict[st
 
 
 def test_kustomization_lists_every_file() -> None:
-    for directory in (BASE, CERT_MANAGER, PATCHER):
+    for directory in (BASE, CERT_MANAGER, PATCHER, CONFIGZ_VIA_PROXY):
         kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
         listed = {entry for entry in kustomization.get("resources", []) if not entry.startswith("..")}
         listed |= {p["path"] for p in kustomization.get("patches", []) if "path" in p}
@@ -296,7 +313,7 @@ def rules(obj: dict[str, Any]) -> list[dict[str, Any]]:
 def test_capability_tracker_cluster_role(base: dict[tuple[str, str], dict[str, Any]]) -> None:
     assert rules(base[("ClusterRole", "v4only")]) == [
         {"apiGroups": [""], "resources": ["nodes", "namespaces"], "verbs": ["list", "watch"]},
-        {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["nodes/configz"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["patch"]},
     ]
@@ -345,6 +362,61 @@ def test_certs_roles(base: dict[tuple[str, str], dict[str, Any]]) -> None:
             "verbs": ["get", "patch"],
         }
     ]
+
+
+def _granted(objects: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for obj in objects
+        if obj["kind"] in {"Role", "ClusterRole"}
+        for rule in rules(obj)
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def _with_component(tmp_path: Path, component: Path) -> Path:
+    """A user's kustomization: the default install plus one opt-in component (paths relative, as kustomize wants)."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(MANIFESTS, tmp_path)],
+        "components": [os.path.relpath(component, tmp_path)],
+    }))
+    return tmp_path
+
+
+def test_the_default_install_grants_no_nodes_proxy() -> None:
+    for directory in (MANIFESTS, CERT_MANAGER):
+        granted = _granted(render(directory))
+        assert not {p for p in granted if p[1] in {"nodes/proxy", "nodes/*", "*"}}, directory
+        assert ("", "nodes/configz", "get") in granted
+
+
+def test_configz_via_proxy_is_an_opt_in_component_that_grants_nodes_proxy_and_says_so(tmp_path: Path) -> None:
+    from webhook.adapters import rbac_used
+
+    assert yaml.safe_load((CONFIGZ_VIA_PROXY / "kustomization.yaml").read_text())["kind"] == "Component"
+    assert "exec" in (CONFIGZ_VIA_PROXY / "kustomization.yaml").read_text()  # the risk, written next to it
+    rendered = render(_with_component(tmp_path, CONFIGZ_VIA_PROXY))
+    by_id = {(o["kind"], o["metadata"]["name"]): o for o in rendered}
+    role = by_id[("ClusterRole", "v4only-configz-via-proxy")]
+    assert _granted([role]) == rbac_used.PROXY_FALLBACK
+    binding = by_id[("ClusterRoleBinding", "v4only-configz-via-proxy")]
+    assert binding["roleRef"]["name"] == "v4only-configz-via-proxy"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "v4only", "namespace": NAMESPACE}]
+    container = by_id[("Deployment", "v4only")]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "V4ONLY_CONFIGZ_VIA_PROXY", "value": "true"} in container["env"]
+    assert {e["name"] for e in container["env"]} >= {"POD_NAMESPACE"}  # merged into, not replacing, the env
+    for obj in rendered:
+        if not obj["apiVersion"].startswith(CRD_GROUPS):
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    if shutil.which("kubectl"):
+        result = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True,
+                                check=False, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert {ident(o): o for o in yaml.safe_load_all(result.stdout) if o} == {ident(o): o for o in rendered}
 
 
 def test_patcher_role_is_optional_and_exact(base: dict[tuple[str, str], dict[str, Any]]) -> None:

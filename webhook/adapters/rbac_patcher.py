@@ -8,7 +8,7 @@ makes no call outside its set, and the optional ClusterRole in manifests/patcher
 
 from __future__ import annotations
 
-from webhook.adapters.rbac_used import DOCTOR, LABEL_PUBLISHER, SERVE, Permission
+from webhook.adapters.rbac_used import DOCTOR, LABEL_PUBLISHER, PROXY_FALLBACK, SERVE, Permission
 
 _APPS = ("deployments", "statefulsets", "daemonsets", "replicasets")
 _EVENTS: Permission = ("events.k8s.io", "events", "create")  # an Event on each workload changed
@@ -46,5 +46,6 @@ RECONCILER: frozenset[Permission] = (
     | {("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "delete"), ("batch", "jobs", "get"), _EVENTS}
 )
 
-# What manifests/patcher/clusterrole.yaml grants: all of the above that `serve` does not have already.
-PATCHER: frozenset[Permission] = (PATCH_CMD | RESCUE_CMD | RECONCILER) - SERVE
+# What manifests/patcher/clusterrole.yaml grants: all of the above that `serve` does not have already. The
+# node proxy (doctor's configz fallback) stays with manifests/configz-via-proxy: never granted on the way.
+PATCHER: frozenset[Permission] = (PATCH_CMD | RESCUE_CMD | RECONCILER) - SERVE - PROXY_FALLBACK

@@ -3,19 +3,27 @@
 Kept next to the code that makes the calls (`webhook/adapters/kube.py`, used by the tracker, the Lease
 lock and `doctor`), so a test can hold the ClusterRole in manifests/ to exactly this and the tests
 against the fake API server can check that no other call is made. Subresources are written as RBAC
-does: `nodes/proxy` (GET /api/v1/nodes/NAME/proxy/configz is the verb `get` on it).
+does: `nodes/configz` is what a kubelet checks for a direct GET /configz (KEP-2862); `nodes/proxy` is
+GET /api/v1/nodes/NAME/proxy/configz through the API server (webhook/adapters/kubelet.py).
 """
 
 from __future__ import annotations
 
 Permission = tuple[str, str, str]
 
-# `v4only serve` without --publish-node-labels: list+watch only, plus each kubelet's /configz.
-TRACKER: frozenset[Permission] = frozenset(
+# Checked by each kubelet (a SubjectAccessReview it sends), never by the API server for our own requests.
+KUBELET: frozenset[Permission] = frozenset({("", "nodes/configz", "get")})
+
+# Only with the opt-in manifests/configz-via-proxy component (V4ONLY_CONFIGZ_VIA_PROXY), and for `doctor`
+# when the direct read is refused. On the kubelet it also authorizes exec/run: never in the base install.
+PROXY_FALLBACK: frozenset[Permission] = frozenset({("", "nodes/proxy", "get")})
+
+# `v4only serve` without --publish-node-labels: list+watch only (a name-selected list finds a node's kubelet
+# address), plus each kubelet's /configz.
+TRACKER: frozenset[Permission] = KUBELET | frozenset(
     {
         ("", "nodes", "list"),
         ("", "nodes", "watch"),
-        ("", "nodes/proxy", "get"),
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),
         ("", "pods", "list"),  # fieldSelector status.phase=Failed: SysctlForbidden evidence
@@ -45,14 +53,14 @@ DNS_PUBLISHER: frozenset[Permission] = frozenset(
 # Granted by the namespaced Role (v4only's own namespace), not the ClusterRole.
 NAMESPACED: frozenset[Permission] = LABEL_PUBLISHER - {("", "nodes", "patch")} | DNS_PUBLISHER
 
-# `v4only doctor`, run by a person: one read of everything, no watches, no writes.
-DOCTOR: frozenset[Permission] = frozenset(
+# `v4only doctor`, run by a person: one read of everything, no watches, no writes; each kubelet directly,
+# then through the API server's node proxy where the direct read was refused.
+DOCTOR: frozenset[Permission] = KUBELET | PROXY_FALLBACK | frozenset(
     {
         # The DNS probe's finding (ConfigMap v4only-dns in v4only's namespace), read by doctor, live review and
         # patch; without it (403) the finding is unknown, as before the first probe.
         ("", "configmaps", "get"),
         ("", "nodes", "list"),
-        ("", "nodes/proxy", "get"),
         ("", "namespaces", "list"),
         ("", "pods", "list"),
     }
