@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ from typing import Any
 import pytest
 
 from tests import capability_scenarios as sc
-from tests.fakekube import FakeKube
+from tests.fakekube import FakeKube, objects
 from tests.test_tracker import _permission
 from webhook.adapters import rbac_used
 from webhook.cli import doctor
 from webhook.cli.usage import UsageError
 from webhook.core.capability import NodeFacts, Taint
+from webhook.core.certs import build_ca
 from webhook.core.diagnosis import diagnose
 from webhook.core.diagnosis_render import render_table
 from webhook.core.settings import parse_settings
@@ -91,7 +93,8 @@ def test_doctor_reads_only_what_it_declares(kube: FakeKube, tmp_path: Path, caps
     kube.clear_requests()
     args = _doctor(kube, tmp_path)
     args.func(args)
-    assert {_permission(r) for r in kube.requests} == rbac_used.DOCTOR
+    # nodes/configz is checked by the kubelets themselves (tests/test_kubelet_configz.py), not by the API server.
+    assert {_permission(r) for r in kube.requests} == rbac_used.DOCTOR - rbac_used.KUBELET
 
 
 def test_without_permission_to_list_pods_doctor_says_what_it_could_not_check(
@@ -130,7 +133,12 @@ def test_a_big_cluster_fits_one_screen() -> None:
     namespaces = {f"team-{i:02}": {"v4only.io/inject": "enabled"} for i in range(14)}
     diagnosis = diagnose(
         nodes,
-        configz_errors={"gpu-0": "403 Forbidden", "gpu-1": "403 Forbidden"},
+        configz_errors={"gpu-0": "direct: 403 Forbidden", "gpu-1": "direct: 403 Forbidden"},
+        configz_paths={
+            **{n.name: ("direct", "") for n in nodes},
+            "gpu-0": ("none", "403 Forbidden"),
+            "gpu-1": ("none", "403 Forbidden"),
+        },
         namespaces=namespaces,
         rejections=(),
         settings=sc.SETTINGS,
@@ -139,10 +147,14 @@ def test_a_big_cluster_fits_one_screen() -> None:
     text = render_table(diagnosis)
     assert len(text.splitlines()) <= 40
     assert text.splitlines()[3:8] == [
-        "NODE              KUBELET  ALLOWLIST (running kubelet)     net.ipv6.conf.all.disable_ipv6  SOURCE",
-        "gpu-0 (+1 alike)  v1.33.1  unknown (403 Forbidden)         unknown                         none",
-        "old-0 (+7 alike)  v1.32.4  (empty)                         forbidden                       kubelet-config",
-        "w-00 (+19 alike)  v1.33.1  net.ipv6.conf.all.disable_ipv6  allowed                         kubelet-config",
+        "NODE              KUBELET  CONFIGZ READ                  ALLOWLIST (running kubelet)     "
+        "net.ipv6.conf.all.disable_ipv6  SOURCE",
+        "gpu-0 (+1 alike)  v1.33.1  none (direct: 403 Forbidden)  unknown                         "
+        "unknown                         none",
+        "old-0 (+7 alike)  v1.32.4  direct                        (empty)                         "
+        "forbidden                       kubelet-config",
+        "w-00 (+19 alike)  v1.33.1  direct                        net.ipv6.conf.all.disable_ipv6  "
+        "allowed                         kubelet-config",
         "",
     ]
     assert "team-00 (+13 alike)" in text
@@ -186,3 +198,26 @@ def test_a_namespace_whose_pod_security_may_predate_the_sysctl_is_no_node_proble
                          labels_published=True)
     [team] = [n for n in diagnosis.namespaces if n.name == "team"]
     assert (team.remedy, team.problem) == ("env", False), team
+
+
+def test_doctor_shows_which_path_read_each_kubelet(
+    kube: FakeKube, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real TLS kubelets (tests/fakekube/kubelet.py): one answers directly, one refuses tokens (401) so the
+    API server's proxy answers (the person has nodes/proxy), one's certificate does not chain."""
+    from tests.test_kubelet_configz import Cluster
+
+    cluster = Cluster(kube, tmp_path)
+    try:
+        cluster.kubelet("direct-1")
+        cluster.kubelet("no-authn-1", token_auth=False)  # 401 to tokens: the API server's proxy reaches it
+        untrusted = cluster.kubelet("untrusted-1", ca=build_ca(common_name="self-signed", now=datetime.now(UTC)))
+        kube.set_configz("no-authn-1", objects.kubelet_config([]))
+        # The cluster CA as the admin's kubelet CA bundle (the fake's kubeconfig carries no CA for the client).
+        monkeypatch.setenv("V4ONLY_KUBELET_CA_FILE", str(cluster.ca_file))
+        args = _doctor(kube, tmp_path)
+        assert args.func(args) == 0
+        _check_golden("paths.txt", capsys.readouterr().out)
+        assert untrusted.requests == []
+    finally:
+        cluster.stop()

@@ -43,11 +43,11 @@ class Cluster:
         self.ca_file, _ = _write(tmp, "cluster-ca", self.ca)
         self.kubelets: dict[str, FakeKubelet] = {}
 
-    def kubelet(self, node: str, *, ca: KeyPair | None = None, fine_grained: bool = True,
+    def kubelet(self, node: str, *, ca: KeyPair | None = None, fine_grained: bool = True, token_auth: bool = True,
                 external_ip: str | None = None) -> FakeKubelet:
         serving = build_serving_cert(ca=ca or self.ca, dns_names=[node], ip_addresses=["127.0.0.1"], now=NOW)
         cert, key = _write(self.tmp, node, serving)
-        kubelet = FakeKubelet(self.kube, node, cert, key, fine_grained=fine_grained,
+        kubelet = FakeKubelet(self.kube, node, cert, key, fine_grained=fine_grained, token_auth=token_auth,
                               allowed_unsafe_sysctls=(SYSCTL,)).start()
         self.kubelets[node] = kubelet
         obj = objects.node(node, internal_ip="127.0.0.1")
@@ -98,18 +98,32 @@ def test_without_nodes_configz_the_kubelet_refuses_and_nothing_else_is_tried_by_
     cluster.kube.deny_node_subresource("proxy")
     result = _reader(cluster).read_by_name("node-a")
     assert result.allowlist is None and result.path == "none"
-    assert "403" in result.direct_error and "subresource(s)=[configz proxy]" in result.direct_error
+    assert result.direct_error == "403 Forbidden" and "subresource(s)=[configz proxy]" in result.detail
     assert cluster.kube.configz_count("node-a") == 0
 
 
-def test_kubelet_with_the_gate_off_refuses_and_the_opt_in_proxy_answers(cluster: Cluster) -> None:
-    cluster.kubelet("node-a", fine_grained=False)  # checks nodes/proxy only, which the SA lacks on the kubelet
-    cluster.kube.deny_node_subresource("proxy")
+def test_a_kubelet_with_the_gate_off_checks_nodes_proxy_itself(cluster: Cluster) -> None:
+    """Without KubeletFineGrainedAuthz the kubelet asks for nodes/proxy. Without that grant (the default
+    install) both paths are refused; with it (the opt-in component) the direct read already succeeds."""
+    cluster.kubelet("node-a", fine_grained=False)
+    granted = _reader(cluster, proxy_fallback=True).read_by_name("node-a")  # the SA has nodes/proxy
+    assert (granted.allowlist, granted.path) == ((SYSCTL,), "direct")
+    cluster.kube.deny_node_subresource("proxy")  # the default install
+    refused = _reader(cluster, proxy_fallback=True).read_by_name("node-a")
+    assert (refused.allowlist, refused.path) == (None, "none")
+    assert (refused.direct_error, refused.proxy_error) == ("403 Forbidden", "403 Forbidden")
+    assert "subresource(s)=[proxy]" in refused.detail
+
+
+def test_a_kubelet_without_token_authentication_is_read_through_the_opt_in_proxy(cluster: Cluster) -> None:
+    """A kubelet with authentication.webhook disabled answers 401 to every token; the API server reaches it
+    with its own client certificate, so the proxy path (nodes/proxy) still reads it."""
+    cluster.kubelet("node-a", token_auth=False)
     cluster.kube.set_configz("node-a", objects.kubelet_config(["kernel.msg*"]))  # what the proxy path returns
     result = _reader(cluster, proxy_fallback=True).read_by_name("node-a")
-    assert (result.allowlist, result.path) == (("kernel.msg*",), "proxy")
-    assert "403" in result.direct_error and "subresource(s)=[proxy]" in result.direct_error
+    assert (result.allowlist, result.path, result.direct_error) == (("kernel.msg*",), "proxy", "401 Unauthorized")
     assert cluster.kube.configz_count("node-a") == 1
+    assert _reader(cluster).read_by_name("node-a").path == "none"  # not without the opt-in
 
 
 def test_proxy_fallback_refused_too_leaves_the_node_unknown_with_both_reasons(cluster: Cluster) -> None:
@@ -119,14 +133,15 @@ def test_proxy_fallback_refused_too_leaves_the_node_unknown_with_both_reasons(cl
     cluster.kube.set_configz("node-a", status=403)
     result = _reader(cluster, proxy_fallback=True).read_by_name("node-a")
     assert result.allowlist is None and result.path == "none"
-    assert "403" in result.direct_error and "nodes/proxy" in result.proxy_error
+    assert (result.direct_error, result.proxy_error) == ("403 Forbidden", "403 Forbidden")
+    assert "nodes/proxy" in result.detail and result.error == "direct: 403 Forbidden; proxy: 403 Forbidden"
 
 
 def test_unreachable_kubelet_falls_back_to_the_proxy_when_allowed(cluster: Cluster) -> None:
     kubelet = cluster.kubelet("node-a")
     kubelet.stop()  # the port now refuses connections, as behind a network policy that rejects
     result = _reader(cluster, proxy_fallback=True).read_by_name("node-a")
-    assert result.path == "proxy" and "unreachable" in result.direct_error
+    assert result.path == "proxy" and result.direct_error == "unreachable"
     assert _reader(cluster).read_by_name("node-a").path == "none"
 
 
@@ -135,7 +150,7 @@ def test_a_certificate_that_does_not_chain_gets_no_token_and_no_fallback(cluster
     kubelet = cluster.kubelet("node-a", ca=other_ca)
     result = _reader(cluster, proxy_fallback=True).read_by_name("node-a")
     assert result.allowlist is None and result.path == "none"
-    assert "not trusted" in result.direct_error
+    assert result.direct_error == "certificate not trusted" and "unable to get local issuer certificate" in result.detail
     assert kubelet.handshakes >= 1  # it was dialled ...
     assert kubelet.requests == []  # ... but no request (and so no token) reached it
     assert cluster.kube.configz_count("node-a") == 0  # a trust failure is not a reason to use nodes/proxy
@@ -153,7 +168,7 @@ def test_an_admin_kubelet_ca_bundle_verifies_kubelets_outside_the_cluster_ca(clu
 def test_with_a_cluster_ca_the_risk_named_setting_does_not_bypass_verification(cluster: Cluster) -> None:
     kubelet = cluster.kubelet("node-a", ca=build_ca(common_name="kubelet-self-signed", now=NOW))
     result = _reader(cluster, send_token_to_unverified=True).read_by_name("node-a")
-    assert result.path == "none" and "not trusted" in result.direct_error and kubelet.requests == []
+    assert result.path == "none" and result.direct_error == "certificate not trusted" and kubelet.requests == []
 
 
 def test_without_any_ca_only_the_risk_named_setting_reaches_the_kubelet(fake_kube: FakeKube, tmp_path: Path) -> None:
@@ -162,7 +177,7 @@ def test_without_any_ca_only_the_risk_named_setting_reaches_the_kubelet(fake_kub
         kubelet = cluster.kubelet("node-a", ca=build_ca(common_name="kubelet-self-signed", now=NOW))
         api = cluster.api()  # the fake's kubeconfig gives the client no CA
         refused = KubeletConfigz(api, KubeletAccess()).read_by_name("node-a")
-        assert refused.path == "none" and "no CA" in refused.direct_error
+        assert refused.path == "none" and refused.direct_error == "no CA for kubelets"
         assert kubelet.handshakes == 0 and kubelet.requests == []
         allowed = KubeletConfigz(api, KubeletAccess(send_token_to_unverified=True)).read_by_name("node-a")
         assert (allowed.allowlist, allowed.path) == ((SYSCTL,), "direct")
@@ -175,9 +190,9 @@ def test_address_types_are_tried_in_the_configured_order(cluster: Cluster) -> No
     cluster.kubelet("node-a", external_ip="127.0.0.2")  # nothing listens on 127.0.0.2
     assert _reader(cluster).read_by_name("node-a").path == "direct"  # InternalIP first (kubeadm's order)
     external_first = _reader(cluster, address_types=("ExternalIP", "InternalIP")).read_by_name("node-a")
-    assert external_first.path == "none" and "unreachable" in external_first.direct_error
+    assert external_first.path == "none" and external_first.direct_error == "unreachable"
     no_such = _reader(cluster, address_types=("InternalDNS",)).read_by_name("node-a")
-    assert "no address of type InternalDNS" in no_such.direct_error
+    assert "no address of type InternalDNS" in no_such.detail
 
 
 def test_tracker_interface_raises_kube_error_with_the_reason(cluster: Cluster) -> None:
@@ -187,7 +202,7 @@ def test_tracker_interface_raises_kube_error_with_the_reason(cluster: Cluster) -
     reader = _reader(cluster)
     with pytest.raises(KubeError, match="403"):
         reader.config("node-a")
-    assert "gone" in reader.read_by_name("node-b").direct_error
+    assert reader.read_by_name("node-b").direct_error == "node gone"
 
 
 @pytest.mark.parametrize(
@@ -245,25 +260,24 @@ def test_tracker_reads_direct_falls_back_to_the_proxy_and_leaves_untrusted_nodes
     cluster = Cluster(quick_kube, tmp_path)
     try:
         direct = cluster.kubelet("direct-1")
-        gate_off = cluster.kubelet("gate-off-1", fine_grained=False)  # 403: the SA has no nodes/proxy on it
+        no_authn = cluster.kubelet("no-authn-1", token_auth=False)  # 401: only the API server's cert works
         untrusted = cluster.kubelet("untrusted-1", ca=build_ca(common_name="self-signed", now=NOW))
-        quick_kube.deny_node_subresource("proxy")
-        quick_kube.set_configz("gate-off-1", objects.kubelet_config(["kernel.msg*"]))
+        quick_kube.set_configz("no-authn-1", objects.kubelet_config(["kernel.msg*"]))
         quick_kube.set_configz("untrusted-1", objects.kubelet_config([SYSCTL]))  # must never be used
         api = cluster.api()
         configz = KubeletConfigz(api, KubeletAccess(proxy_fallback=True), cluster.credentials(api))
         state = ClusterState(max_age_seconds=30.0)
         handle = start_tracker(state, sc.SETTINGS, api, publish_labels=False, config=FAST, configz=configz)
         try:
-            expected = {"direct-1": (SYSCTL,), "gate-off-1": ("kernel.msg*",), "untrusted-1": None}
+            expected = {"direct-1": (SYSCTL,), "no-authn-1": ("kernel.msg*",), "untrusted-1": None}
             sc.wait_until(lambda: state.ready and _node_allowlists(state) == expected, what=f"allowlists {expected}")
         finally:
             handle.stop()
             api.close()
         assert direct.requests and all(r.authorization == f"Bearer {TOKEN}" for r in direct.requests)
-        assert gate_off.requests  # asked first, refused, then the proxy answered
+        assert no_authn.requests  # asked first, refused, then the proxy answered
         assert untrusted.requests == []  # no token to a kubelet that did not verify
         calls = quick_kube.configz_calls
-        assert calls.get("direct-1", 0) == 0 and calls.get("untrusted-1", 0) == 0 and calls["gate-off-1"] >= 1
+        assert calls.get("direct-1", 0) == 0 and calls.get("untrusted-1", 0) == 0 and calls["no-authn-1"] >= 1
     finally:
         cluster.stop()

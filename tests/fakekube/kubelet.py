@@ -3,6 +3,8 @@
 What it does, after the kubelet's server (pkg/kubelet/server/server.go InstallAuthFilter, auth.go):
 - authentication: the bearer token is looked up in the FakeKube's users (the kubelet's webhook token
   authenticator asks the API server with a TokenReview); none or unknown -> 401 "Unauthorized".
+  `token_auth=False` is a kubelet with `authentication.webhook.enabled: false`: only client certificates
+  (the API server's own) authenticate, so every bearer token gets 401.
 - authorization: with KubeletFineGrainedAuthz on (default from 1.33), /configz is checked as `get` on
   `nodes/configz` first, then `nodes/proxy`; with the gate off only `nodes/proxy`. The first allowed
   attribute wins. A denial is 403 with text `Forbidden (user=U, verb=get, resource=nodes, subresource(s)=[..])`.
@@ -34,8 +36,9 @@ class KubeletRequest(NamedTuple):
 
 class FakeKubelet:
     def __init__(self, kube: FakeKube, node: str, cert_file: Path, key_file: Path, *,
-                 fine_grained: bool = True, allowed_unsafe_sysctls: tuple[str, ...] = ()) -> None:
-        self.kube, self.node, self.fine_grained = kube, node, fine_grained
+                 fine_grained: bool = True, token_auth: bool = True,
+                 allowed_unsafe_sysctls: tuple[str, ...] = ()) -> None:
+        self.kube, self.node, self.fine_grained, self.token_auth = kube, node, fine_grained, token_auth
         self.body: Any = objects.kubelet_config(allowed_unsafe_sysctls)
         self.requests: list[KubeletRequest] = []
         self.handshakes = 0  # TLS connections accepted (completed or not)
@@ -87,7 +90,7 @@ class FakeKubelet:
         with self._lock:
             self.requests.append(KubeletRequest(h.path, header))
         token = header[7:] if header and header[:7].lower() == "bearer " else None
-        user = self.kube.users.get(token or "")
+        user = self.kube.users.get(token or "") if self.token_auth else None
         if user is None:
             _send(h, 401, b"Unauthorized\n", "text/plain; charset=utf-8")
             return

@@ -462,7 +462,7 @@ class FakeKube:
         if cfg.delay and self._stopping.wait(cfg.delay):
             h.close_connection = True  # stopped while "waiting for the kubelet": the connection just dies
             return
-        if cfg.status == 403:
+        if cfg.status == 403 or not self.node_subresource_allowed(user, "proxy"):  # the same RBAC the kubelet asks
             raise forbidden(user, "get", "", "nodes", "proxy", "", name)
         if cfg.status == 503:
             # k8s.io/apimachinery/pkg/util/proxy/transport.go RoundTrip: a failed dial becomes

@@ -12,8 +12,10 @@ unless the risk-named setting V4ONLY_INSECURE_SEND_TOKEN_TO_UNVERIFIED_KUBELETS 
 
 The API server's node proxy (`nodes/proxy`, which on the kubelet also authorizes exec/run) is a fallback
 only when enabled (the `configz-via-proxy` kustomize component sets V4ONLY_CONFIGZ_VIA_PROXY) and only when
-the kubelet refused us (401/403: a kubelet without the gate) or could not be reached (a network policy):
-never after a certificate that does not verify, which is a trust question and not a reachability one.
+the kubelet refused us (401: token authentication off; 403: neither nodes/configz nor nodes/proxy granted,
+which also refuses the proxy) or could not be reached (a network policy): never after a certificate that
+does not verify, which is a trust question and not a reachability one. With no CA at all no kubelet is
+dialled, and the proxy (when enabled) is asked instead.
 """
 
 from __future__ import annotations
@@ -76,12 +78,17 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ConfigzRead:
-    """One node's answer: the allowlist (None: unknown), which path read it, and why not the direct one."""
+    """One node's answer: the allowlist (None: unknown), which path read it, and why not the direct one.
+
+    `direct_error` and `proxy_error` are short (for doctor's table: "403 Forbidden", "unreachable", ...);
+    `detail` is the whole story for logs.
+    """
 
     config: KubeletConfig | None  # None: not read
     path: Path
     direct_error: str = ""  # why the direct read did not answer ("" when it did)
     proxy_error: str = ""  # why the proxy read did not answer ("" when it did or was not tried)
+    detail: str = ""
 
     @property
     def allowlist(self) -> tuple[str, ...] | None:
@@ -89,15 +96,16 @@ class ConfigzRead:
 
     @property
     def error(self) -> str:
-        return "; ".join(e for e in (self.direct_error, self.proxy_error) if e)
+        parts = (("direct", self.direct_error), ("proxy", self.proxy_error))
+        return "; ".join(f"{path}: {error}" for path, error in parts if error)
 
 
 class _Refused(Exception):
     """The kubelet (or something on the way) answered, but not with the configuration."""
 
-    def __init__(self, reason: str, *, may_fall_back: bool) -> None:
-        super().__init__(reason)
-        self.may_fall_back = may_fall_back
+    def __init__(self, short: str, detail: str = "", *, may_fall_back: bool) -> None:
+        super().__init__(detail or short)
+        self.short, self.may_fall_back = short, may_fall_back
 
 
 class KubeletConfigz:
@@ -122,7 +130,7 @@ class KubeletConfigz:
         """For the tracker: the node's kubelet configuration, or KubeError saying why each path failed."""
         result = self.read_by_name(node)
         if result.config is None:
-            raise KubeError(0, f"configz of node {node}: {result.error}")
+            raise KubeError(0, f"configz of node {node}: {result.detail or result.error}")
         return result.config
 
     def read_by_name(self, node: str) -> ConfigzRead:
@@ -130,9 +138,9 @@ class KubeletConfigz:
         try:
             items = self._api.list("nodes", field_selector=f"metadata.name={node}").items
         except KubeError as error:
-            return ConfigzRead(None, "none", f"cannot read the node: {error}")
+            return ConfigzRead(None, "none", "node not readable", detail=str(error))
         if not items:
-            return ConfigzRead(None, "none", "the node is gone")
+            return ConfigzRead(None, "none", "node gone", detail="the node is gone")
         return self.read(items[0])
 
     def read(self, node: Mapping[str, Any]) -> ConfigzRead:
@@ -140,20 +148,20 @@ class KubeletConfigz:
         try:
             return ConfigzRead(self._direct(node, name), "direct")
         except _Refused as refused:
-            direct_error, fall_back = str(refused), refused.may_fall_back
+            direct, detail, fall_back = refused.short, f"direct: {refused}", refused.may_fall_back
         if not (fall_back and self._access.proxy_fallback):
-            return ConfigzRead(None, "none", direct_error)
+            return ConfigzRead(None, "none", direct, detail=detail)
         try:
-            return ConfigzRead(self._api.kubelet_config(name), "proxy", direct_error)
+            return ConfigzRead(self._api.kubelet_config(name), "proxy", direct, detail=detail)
         except KubeError as error:
-            return ConfigzRead(None, "none", direct_error, f"proxy: {_short(error)}")
+            return ConfigzRead(None, "none", direct, _short(error), f"{detail}; proxy: {error}")
 
     def _direct(self, node: Mapping[str, Any], name: str) -> KubeletConfig:
         host, port = self._endpoint(node)
         context = self._verified
         if context is None:
             if self._unverified is None:  # no kubelet was dialled: the opt-in proxy may still answer
-                raise _Refused(self._no_ca_reason, may_fall_back=True)
+                raise _Refused("no CA for kubelets", self._no_ca_reason, may_fall_back=True)
             context = self._unverified
         connection = http.client.HTTPSConnection(host, port, context=context, timeout=TIMEOUT)
         try:
@@ -161,41 +169,42 @@ class KubeletConfigz:
                 connection.connect()  # the handshake (and certificate check) completes before the token is sent
             except ssl.SSLCertVerificationError as error:
                 reason = f"kubelet certificate not trusted: {error.verify_message}"
-                raise _Refused(reason, may_fall_back=False) from None
+                raise _Refused("certificate not trusted", reason, may_fall_back=False) from None
             except (OSError, ssl.SSLError) as error:
-                raise _Refused(f"kubelet unreachable: {error}", may_fall_back=True) from None
+                raise _Refused("unreachable", f"kubelet unreachable: {error}", may_fall_back=True) from None
             try:
                 connection.request("GET", "/configz", headers=self._headers())
                 response = connection.getresponse()
                 body = response.read(MAX_BODY + 1)
             except (OSError, http.client.HTTPException) as error:
-                raise _Refused(f"kubelet unreachable: {error}", may_fall_back=True) from None
+                raise _Refused("unreachable", f"kubelet unreachable: {error}", may_fall_back=True) from None
         finally:
             connection.close()
         if response.status in (401, 403):
             text = body[:200].decode("utf-8", "replace").strip()
-            raise _Refused(f"kubelet answered {response.status}: {text}", may_fall_back=True)
+            short = "403 Forbidden" if response.status == 403 else "401 Unauthorized"
+            raise _Refused(short, f"kubelet answered {response.status}: {text}", may_fall_back=True)
         if response.status != 200:
-            raise _Refused(f"kubelet answered HTTP {response.status}", may_fall_back=False)
+            raise _Refused(f"HTTP {response.status}", f"kubelet answered HTTP {response.status}", may_fall_back=False)
         if len(body) > MAX_BODY:
-            raise _Refused("kubelet configz is larger than 4 MiB", may_fall_back=False)
+            raise _Refused("configz too large", "kubelet configz is larger than 4 MiB", may_fall_back=False)
         try:
             return parse_configz(orjson.loads(body), name)
         except (orjson.JSONDecodeError, KubeError) as error:
-            raise _Refused(f"kubelet configz: {error}", may_fall_back=False) from None
+            raise _Refused("bad configz", f"kubelet configz: {error}", may_fall_back=False) from None
 
     def _endpoint(self, node: Mapping[str, Any]) -> tuple[str, int]:
         status = node.get("status") or {}
         port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
         if not isinstance(port, int) or not 0 < port < 65536:
-            raise _Refused("the node has no kubelet port (status.daemonEndpoints)", may_fall_back=True)
+            raise _Refused("no kubelet port", "the node has no status.daemonEndpoints port", may_fall_back=True)
         addresses = [a for a in status.get("addresses") or [] if isinstance(a, dict)]
         for kind in self._access.address_types:
             for address in addresses:
                 if address.get("type") == kind and address.get("address"):
                     return str(address["address"]), port
         wanted = ", ".join(self._access.address_types)
-        raise _Refused(f"the node has no address of type {wanted}", may_fall_back=True)
+        raise _Refused("no address", f"the node has no address of type {wanted}", may_fall_back=True)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -221,7 +230,7 @@ def _context(ca_file: str | None, cert_file: str | None, key_file: str | None) -
 
 def _short(error: KubeError) -> str:
     if error.status == 403:
-        return "403 Forbidden (no nodes/proxy)"
+        return "403 Forbidden"
     if error.status == 503:
         return "503 kubelet unreachable"
     return "unreachable" if error.status == 0 else f"HTTP {error.status}"

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from webhook.adapters.kube import KubeApi, KubeError, KubeletConfig
+from webhook.adapters.kube import KubeApi, KubeError
 from webhook.adapters.kube_dns import read_finding
+from webhook.adapters.kubelet import KubeletAccess, KubeletConfigz
 from webhook.cli.usage import UsageError, connect
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, node_facts_from_object
@@ -29,6 +30,8 @@ class ClusterFacts:
 
     nodes: tuple[NodeFacts, ...]
     configz_errors: Mapping[str, str]
+    # Per node: which path read its configz (direct, proxy, none) and why not the direct one ("" if it did).
+    configz_paths: Mapping[str, tuple[str, str]]
     namespaces: Mapping[str, Mapping[str, str]]
     rejections: tuple[Rejection, ...]
     labels_published: bool
@@ -56,28 +59,37 @@ def read_cluster(args: argparse.Namespace, *, hint: str = "") -> ClusterFacts:
 
 def gather(api: KubeApi, namespace: str = "v4only-system") -> ClusterFacts:
     """Read nodes, namespaces and failed pods, every node's configz (bounded concurrency), and the DNS probe's
-    finding that serve published in v4only's `namespace`."""
-    nodes = [node_facts_from_object(n) for n in api.list("nodes").items]
+    finding that serve published in v4only's `namespace`.
+
+    Each kubelet is asked directly (nodes/configz), with the same trust settings as `serve`
+    (V4ONLY_KUBELET_*); where it refuses or cannot be reached, the API server's node proxy, which works
+    when the person running this has `get nodes/proxy`.
+    """
+    try:
+        reader = KubeletConfigz(api, replace(KubeletAccess.from_env(), proxy_fallback=True))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    objects = api.list("nodes").items
+    nodes = [node_facts_from_object(n) for n in objects]
     namespaces = {
         str((n.get("metadata") or {}).get("name")): dict((n.get("metadata") or {}).get("labels") or {})
         for n in api.list("namespaces").items
     }
     rejections, pods_error = _rejections(api)
     with ThreadPoolExecutor(CONFIGZ_WORKERS, thread_name_prefix="v4only-doctor") as pool:
-        answers = list(pool.map(lambda n: _configz(api, n.name), nodes))
+        answers = list(pool.map(reader.read, objects))
+    pairs = list(zip(nodes, answers, strict=True))
     return ClusterFacts(
-        nodes=tuple(
-            replace(n, allowlist=config.allowed_unsafe_sysctls if config is not None else None)
-            for n, (config, _) in zip(nodes, answers, strict=True)
-        ),
-        configz_errors={n.name: error for n, (_, error) in zip(nodes, answers, strict=True) if error},
+        nodes=tuple(replace(n, allowlist=a.allowlist) for n, a in pairs),
+        configz_errors={n.name: a.error for n, a in pairs if a.config is None},
+        configz_paths={n.name: (a.path, a.direct_error) for n, a in pairs},
         namespaces=namespaces,
         rejections=rejections,
         # The only sign that a replica publishes labels, seen from outside: a node that carries one.
         labels_published=any(keys.NODE_CAPABILITY in n.labels for n in nodes),
         pods_error=pods_error,
         dns=read_finding(api, namespace),
-        kubelet_dns=tuple(config.dns for config, _ in answers if config is not None),
+        kubelet_dns=tuple(a.config.dns for a in answers if a.config is not None),
     )
 
 
@@ -91,20 +103,3 @@ def _rejections(api: KubeApi) -> tuple[tuple[Rejection, ...], str]:
         return (), "403 Forbidden"
     return tuple(r for r in map(rejection_from_pod, pods) if r), ""
 
-
-def _configz(api: KubeApi, node: str) -> tuple[KubeletConfig | None, str]:
-    try:
-        return api.kubelet_config(node), ""
-    except KubeError as error:
-        return None, configz_error(error)
-
-
-def configz_error(error: KubeError) -> str:
-    """A short reason a node's configz could not be read, for the table."""
-    if error.status == 403:
-        return "403 Forbidden"
-    if error.status == 503:
-        return "503 kubelet unreachable"
-    if error.status == 0:
-        return "unreachable"
-    return f"HTTP {error.status}"

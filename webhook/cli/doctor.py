@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     diagnosis = diagnose(
         facts.nodes,
         configz_errors=facts.configz_errors,
+        configz_paths=facts.configz_paths,
         namespaces=facts.namespaces,
         rejections=facts.rejections,
         settings=settings,

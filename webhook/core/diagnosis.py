@@ -62,6 +62,10 @@ class NodeReport:
     source: Source
     detail: str
     invalid_patterns: tuple[tuple[str, str], ...]
+    # Which path read the configz (direct to the kubelet, the API server's proxy, none; "" = not said) and
+    # why not the direct one ("" when it answered).
+    configz_path: str = ""
+    configz_direct_error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,7 @@ def diagnose(
     pods_error: str = "",
     dns: DnsFinding | None = None,
     kubelet_dns: Iterable[KubeletDns] = (),
+    configz_paths: Mapping[str, tuple[str, str]] | None = None,
 ) -> Diagnosis:
     """Everything `doctor` shows, from plain facts; `nodes` carry the configz allowlists already.
 
@@ -141,8 +146,13 @@ def diagnose(
     # The namespaces' decisions see what the webhook sees (rule 7).
     capability = replace(capability, dns=DnsFacts.from_finding(dns, kubelet_dns))
     dns_section = dns_report(dns)
+    paths = configz_paths or {}
     node_reports = tuple(
-        _node_report(n, v.verdict, v.source, v.detail, configz_errors.get(n.name, ""), settings)
+        replace(
+            _node_report(n, v.verdict, v.source, v.detail, configz_errors.get(n.name, ""), settings),
+            configz_path=paths.get(n.name, ("", ""))[0],
+            configz_direct_error=paths.get(n.name, ("", ""))[1],
+        )
         for n, v in zip(capability.nodes, capability.verdicts, strict=True)
     )
     ns_reports = tuple(
@@ -312,15 +322,28 @@ def _unknown_hints(nodes: Sequence[NodeReport]) -> list[str]:
         groups.setdefault(node.configz_error or "not read", []).append(node.name)
     hints = []
     for error, names in groups.items():
-        if error.startswith("403"):
-            fix = "grant `get` on `nodes/proxy` to the caller (see manifests/)"
-        else:
-            fix = "check that the node is up and the API server can reach its kubelet"
+        fix = "; ".join(dict.fromkeys(_configz_fix(part) for part in error.split("; ")))
         hints.append(
             f"{_name_list(names)}: kubelet configuration not readable ({error}): {fix}, "
             f"or label the node {keys.NODE_OVERRIDE}=allowed|forbidden"
         )
     return hints
+
+
+def _configz_fix(error: str) -> str:
+    """What to do about one path's failure (`direct: ...` or `proxy: ...`)."""
+    if "403" in error:
+        return (
+            "grant `get` on `nodes/configz` to the caller (manifests/ does for the webhook); a kubelet before "
+            "1.33 or with KubeletFineGrainedAuthz off needs `nodes/proxy` (manifests/configz-via-proxy/: read its "
+            "warning)"
+        )
+    if "not trusted" in error or "no CA" in error:
+        return (
+            "the kubelet's serving certificate must chain to the cluster CA, or set V4ONLY_KUBELET_CA_FILE to the "
+            "kubelets' CA bundle (README, Permissions)"
+        )
+    return "check that the node is up and its kubelet port is reachable (from here, or from the API server)"
 
 
 def _evidence_hints(nodes: Sequence[NodeReport], settings: Settings) -> list[str]:

@@ -34,6 +34,8 @@ def render_json(diagnosis: Diagnosis) -> str:
                 "ready": n.ready,
                 "allowlist": None if n.allowlist is None else list(n.allowlist),
                 "configzError": n.configz_error or None,
+                "configzPath": n.configz_path or None,
+                "configzDirectError": n.configz_direct_error or None,
                 "verdicts": dict(n.verdicts),
                 "verdict": n.verdict,
                 "source": n.source,
@@ -112,18 +114,31 @@ def _nodes_table(diagnosis: Diagnosis) -> list[str]:
         (
             n.name + ("" if n.ready else " (not ready)") + (" (cordoned)" if n.cordoned else ""),
             n.kubelet_version or "-",
+            _configz_cell(n),
             _allowlist_cell(n),
             *(v for _, v in n.verdicts),
             n.source,
         )
         for n in diagnosis.nodes
     ]
-    headers = ("NODE", "KUBELET", "ALLOWLIST (running kubelet)", *diagnosis.sysctls, "SOURCE")
+    headers = ("NODE", "KUBELET", "CONFIGZ READ", "ALLOWLIST (running kubelet)", *diagnosis.sysctls, "SOURCE")
     return [f"NODES ({len(rows)})", *table(headers, _group(rows, MAX_NODE_ROWS))]
+
+
+def _configz_cell(node: NodeReport) -> str:
+    """The path that read the kubelet's configuration, and why not directly (the proxy needs nodes/proxy)."""
+    if not node.configz_path:
+        return "-"
+    if not node.configz_direct_error:
+        return node.configz_path
+    return _clip(f"{node.configz_path} (direct: {node.configz_direct_error})")
 
 
 def _allowlist_cell(node: NodeReport) -> str:
     if node.allowlist is None:
+        if node.configz_path:  # the CONFIGZ READ cell says why not directly; here why not via the proxy
+            proxy = node.configz_error.partition("proxy: ")[2]
+            return f"unknown (proxy: {proxy})" if proxy else "unknown"
         return f"unknown ({node.configz_error})" if node.configz_error else "unknown"
     return _clip(",".join(node.allowlist) or "(empty)")
 
