@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from tests.fakekube import FakeKube, objects
+from tests.fakekube.fixtures import running
 from tests.server_harness import ServerThread, make_tls
 from tests.test_tracker import _permission
 from webhook.adapters import rbac_used
@@ -51,12 +53,16 @@ class Install:
         return certs.fingerprint(pem)[:16]
 
 
+WEBHOOK_SA = f"system:serviceaccount:{NS}:v4only"
+
+
 def install(
     kube: FakeKube,
     *,
     mutate: Callable[[dict[str, Any]], None] | None = None,
     serving_days: int = 365,
     bundle_ca: certs.KeyPair | None = None,
+    node_proxy: bool = False,
 ) -> Install:
     """The shipped MWC with a caBundle from a CA made by webhook/core/certs.py, and the matching Secret."""
     now = datetime.now(UTC)
@@ -74,6 +80,8 @@ def install(
     kube.put_object(mwc)
     tls = {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem}
     kube.put_object(objects.secret("v4only-tls", NS, tls, type="kubernetes.io/tls"))
+    if not node_proxy:  # the default install grants no nodes/proxy (manifests/configz-via-proxy/ does)
+        kube.deny_node_subresource("proxy", user=WEBHOOK_SA)
     return Install(ca, serving, now)
 
 
@@ -448,3 +456,59 @@ def test_webhook_configurations_that_cannot_be_listed_are_a_usage_error(fake_kub
 )
 def test_what_counts_as_excluding_a_namespace(selector: dict[str, Any], excluded: bool) -> None:
     assert excludes(selector, "v4only-system") is excluded
+
+
+# ---- the webhook's ServiceAccount and nodes/proxy
+
+
+def _notes(out: str) -> list[str]:
+    lines = out.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("NOTES (")), None)
+    if start is None:
+        return []
+    return [line[2:] for line in itertools.takewhile(lambda line: line.startswith("- "), lines[start + 1 :])]
+
+
+def test_a_service_account_with_nodes_proxy_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running() as kube:
+        install(kube, node_proxy=True)
+        assert doctor_webhook(kube, tmp_path) == 0  # a warning, not a problem: the component may be a choice
+        notes = _notes(capsys.readouterr().out)
+        reviews = [r for r in kube.requests if r.path.endswith("/subjectaccessreviews")]
+    assert any(n.startswith(f"WARNING: ServiceAccount {NS}/v4only can `get nodes/proxy` (SubjectAccessReview)")
+               for n in notes), notes
+    assert reviews[0].body["spec"]["user"] == WEBHOOK_SA
+    assert reviews[0].body["spec"]["resourceAttributes"] == {
+        "verb": "get", "group": "", "resource": "nodes", "subresource": "proxy"
+    }
+
+
+def test_the_default_install_gets_no_warning(fake_kube: FakeKube, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    install(fake_kube)
+    assert doctor_webhook(fake_kube, tmp_path) == 0
+    assert not [n for n in _notes(capsys.readouterr().out) if "nodes/proxy" in n]
+
+
+def test_without_subjectaccessreviews_a_person_is_told_it_was_not_checked(
+    fake_kube: FakeKube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install(fake_kube)
+    fake_kube.forbid("POST", r"/subjectaccessreviews$")
+    assert doctor_webhook(fake_kube, tmp_path) == 0
+    notes = _notes(capsys.readouterr().out)
+    assert any("could not check whether ServiceAccount" in n and "does not run as" in n for n in notes), notes
+
+
+def test_run_as_the_service_account_it_asks_with_a_selfsubjectaccessreview(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running(user=WEBHOOK_SA) as kube:
+        install(kube, node_proxy=True)
+        kube.forbid("POST", r"/subjectaccessreviews$")  # a ServiceAccount cannot create SubjectAccessReviews
+        assert doctor_webhook(kube, tmp_path) == 0
+        notes = _notes(capsys.readouterr().out)
+        kinds = [r.body.get("kind") for r in kube.requests if r.method == "POST"]
+    assert any("can `get nodes/proxy` (SelfSubjectAccessReview)" in n for n in notes), notes
+    assert kinds == ["SubjectAccessReview", "SelfSubjectReview", "SelfSubjectAccessReview"]

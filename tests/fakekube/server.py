@@ -49,6 +49,11 @@ ALT_USER = "system:serviceaccount:default:other"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NODES = by_kind("Node")
 _CONFIGZ_PATH = re.compile(r"^/api/v1/nodes/([^/]+)/proxy/configz$")
+_REVIEWS = {
+    "/apis/authorization.k8s.io/v1/subjectaccessreviews": "SubjectAccessReview",
+    "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews": "SelfSubjectAccessReview",
+    "/apis/authentication.k8s.io/v1/selfsubjectreviews": "SelfSubjectReview",
+}
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}  # Go strconv.ParseBool, as the apiserver parses booleans
 _HTTP_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
 Visible = Callable[[Obj | None], bool]
@@ -397,6 +402,8 @@ class FakeKube:
                content_type: str, user: str) -> None:
         if path in ("/version", "/version/") and h.command == "GET":
             self._send_json(h, 200, self._version_info())
+        elif path in _REVIEWS and h.command == "POST":
+            self._review(h, _REVIEWS[path], body if isinstance(body, dict) else {}, user)
         elif route is None:
             raise route_not_found()
         elif route.rtype == NODES and route.subresource[:1] == ("proxy",) and route.name:
@@ -447,6 +454,26 @@ class FakeKube:
     @staticmethod
     def _send_json(h: _Handler, code: int, body: Any) -> None:
         _send(h, code, json.dumps(body, separators=(",", ":")).encode(), "application/json")
+
+    # --------------------------------------------------------------------------- access reviews
+
+    def _review(self, h: _Handler, kind: str, body: dict[str, Any], user: str) -> None:
+        """POST of a SubjectAccessReview, SelfSubjectAccessReview or SelfSubjectReview: the object back with
+        `status` (201 Created), as the API reference shows them. The fake's authorizer knows only the node
+        subresources (`deny_node_subresource`); everything else is allowed, as the rest of the fake is."""
+        if body.get("kind") != kind:
+            raise bad_request(f"expected kind {kind}, got {body.get('kind')!r}")
+        spec = body.get("spec") or {}
+        if kind == "SelfSubjectReview":
+            status: dict[str, Any] = {"userInfo": {"username": user, "groups": ["system:authenticated"]}}
+        else:
+            subject = spec.get("user", "") if kind == "SubjectAccessReview" else user
+            attrs = spec.get("resourceAttributes") or {}
+            allowed = True
+            if attrs.get("resource") == "nodes" and attrs.get("subresource"):
+                allowed = self.node_subresource_allowed(subject, str(attrs["subresource"]))
+            status = {"allowed": allowed} if allowed else {"allowed": False, "reason": ""}
+        self._send_json(h, 201, {**body, "metadata": {"creationTimestamp": None}, "status": status})
 
     # ------------------------------------------------------------------------------ node proxy
 

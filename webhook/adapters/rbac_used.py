@@ -73,6 +73,9 @@ DOCTOR_WEBHOOK: frozenset[Permission] = frozenset(
     {
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "list"),
         ("", "secrets", "get"),
+        # Can the webhook's ServiceAccount get nodes/proxy? Without this, a SelfSubjectReview and a
+        # SelfSubjectAccessReview (no permission needed) answer when doctor runs as that ServiceAccount.
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
     }
 )
 

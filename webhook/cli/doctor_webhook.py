@@ -3,7 +3,8 @@
 The reading is here; the judging is pure (`webhook.core.webhook_check`). Reads: every
 MutatingWebhookConfiguration (one `list`: v4only's own and the others, whose timeouts add up with v4only's), the
 serving Secret's `tls.crt` (a 403 is reported and the rest is still checked), and with `--served-by HOST:PORT`
-the certificate a replica actually serves (through `kubectl port-forward`, for example). Permissions:
+the certificate a replica actually serves (through `kubectl port-forward`, for example), and whether the
+webhook's ServiceAccount can `get nodes/proxy` (a warning: see webhook/adapters/access_review.py). Permissions:
 `webhook/adapters/rbac_used.py` DOCTOR_WEBHOOK. Exit status: 0 no problems, 1 problems, 2 bad usage or a cluster
 that cannot be read (one line on stderr).
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from webhook.adapters import kube_certs, tls_probe
+from webhook.adapters import access_review, kube_certs, tls_probe
 from webhook.adapters.kube import KubeApi, KubeError
 from webhook.cli.usage import UsageError, connect
 from webhook.core.webhook_check import check_webhook, service_host
@@ -27,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         configurations = kube_certs.list_webhook_configurations(api)
         secret = read_serving_secret(api, args.namespace, args.secret)
+        node_proxy = access_review.can_get_node_subresource(api, "proxy", namespace=args.namespace, name="v4only")
     except KubeError as error:
         raise UsageError(f"cannot read the cluster: {error}") from None
     finally:
@@ -44,8 +47,24 @@ def run(args: argparse.Namespace) -> int:
         serving=sources,
         now=datetime.now(UTC),
     )
+    note = node_proxy_note(node_proxy, f"{args.namespace}/v4only")
+    report = replace(report, notes=(*report.notes, note)) if note else report
     sys.stdout.write(render_json(report) if args.output == "json" else render_table(report))
     return report.exit_status
+
+
+def node_proxy_note(answer: access_review.AccessAnswer, account: str) -> str:
+    """A warning when the webhook's ServiceAccount holds `get nodes/proxy` (nothing when it does not)."""
+    if answer.allowed is None:
+        return f"could not check whether ServiceAccount {account} can `get nodes/proxy`: {answer.how}"
+    if not answer.allowed:
+        return ""
+    return (
+        f"WARNING: ServiceAccount {account} can `get nodes/proxy` ({answer.how}). On the kubelet that also "
+        "authorizes exec/run in every pod on every node. v4only reads kubelets with `nodes/configz`; it uses "
+        "nodes/proxy only with manifests/configz-via-proxy/. Remove the grant unless you chose that (README, "
+        "Permissions)"
+    )
 
 
 def read_serving_secret(api: KubeApi, namespace: str, name: str) -> ServingSource:
