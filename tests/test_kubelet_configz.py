@@ -165,10 +165,15 @@ def test_an_admin_kubelet_ca_bundle_verifies_kubelets_outside_the_cluster_ca(clu
     assert kubelet.requests[-1].authorization == f"Bearer {TOKEN}"
 
 
-def test_with_a_cluster_ca_the_risk_named_setting_does_not_bypass_verification(cluster: Cluster) -> None:
-    kubelet = cluster.kubelet("node-a", ca=build_ca(common_name="kubelet-self-signed", now=NOW))
-    result = _reader(cluster, send_token_to_unverified=True).read_by_name("node-a")
-    assert result.path == "none" and result.direct_error == "certificate not trusted" and kubelet.requests == []
+def test_the_risk_named_setting_sends_the_token_after_a_certificate_fails_to_verify(cluster: Cluster) -> None:
+    """In a pod there is always a cluster CA: the setting must still reach self-signed kubelets (kubeadm's)."""
+    trusted = cluster.kubelet("node-a")
+    self_signed = cluster.kubelet("node-b", ca=build_ca(common_name="kubelet-self-signed", now=NOW))
+    reader = _reader(cluster, send_token_to_unverified=True)
+    assert reader.read_by_name("node-a").path == "direct" and trusted.handshakes == 1  # verified at once
+    result = reader.read_by_name("node-b")
+    assert (result.allowlist, result.path) == ((SYSCTL,), "direct")
+    assert self_signed.requests[-1].authorization == f"Bearer {TOKEN}"
 
 
 def test_without_any_ca_only_the_risk_named_setting_reaches_the_kubelet(fake_kube: FakeKube, tmp_path: Path) -> None:

@@ -158,20 +158,17 @@ class KubeletConfigz:
 
     def _direct(self, node: Mapping[str, Any], name: str) -> KubeletConfig:
         host, port = self._endpoint(node)
-        context = self._verified
-        if context is None:
-            if self._unverified is None:  # no kubelet was dialled: the opt-in proxy may still answer
-                raise _Refused("no CA for kubelets", self._no_ca_reason, may_fall_back=True)
-            context = self._unverified
-        connection = http.client.HTTPSConnection(host, port, context=context, timeout=TIMEOUT)
+        if self._verified is None and self._unverified is None:  # no kubelet dialled: the opt-in proxy may answer
+            raise _Refused("no CA for kubelets", self._no_ca_reason, may_fall_back=True)
         try:
-            try:
-                connection.connect()  # the handshake (and certificate check) completes before the token is sent
-            except ssl.SSLCertVerificationError as error:
+            connection = self._connect(host, port, self._verified or self._unverified)  # type: ignore[arg-type]
+        except ssl.SSLCertVerificationError as error:
+            if self._unverified is None:
                 reason = f"kubelet certificate not trusted: {error.verify_message}"
                 raise _Refused("certificate not trusted", reason, may_fall_back=False) from None
-            except (OSError, ssl.SSLError) as error:
-                raise _Refused("unreachable", f"kubelet unreachable: {error}", may_fall_back=True) from None
+            # V4ONLY_INSECURE_SEND_TOKEN_TO_UNVERIFIED_KUBELETS: the admin accepted sending the token anyway.
+            connection = self._connect(host, port, self._unverified)
+        try:
             try:
                 connection.request("GET", "/configz", headers=self._headers())
                 response = connection.getresponse()
@@ -192,6 +189,21 @@ class KubeletConfigz:
             return parse_configz(orjson.loads(body), name)
         except (orjson.JSONDecodeError, KubeError) as error:
             raise _Refused("bad configz", f"kubelet configz: {error}", may_fall_back=False) from None
+
+    @staticmethod
+    def _connect(host: str, port: int, context: ssl.SSLContext) -> http.client.HTTPSConnection:
+        """A connection whose TLS handshake (and certificate check) is done: only then is the token written.
+        Raises SSLCertVerificationError for a certificate that does not verify, _Refused when unreachable."""
+        connection = http.client.HTTPSConnection(host, port, context=context, timeout=TIMEOUT)
+        try:
+            connection.connect()
+        except ssl.SSLCertVerificationError:
+            connection.close()
+            raise
+        except (OSError, ssl.SSLError) as error:
+            connection.close()
+            raise _Refused("unreachable", f"kubelet unreachable: {error}", may_fall_back=True) from None
+        return connection
 
     def _endpoint(self, node: Mapping[str, Any]) -> tuple[str, int]:
         status = node.get("status") or {}
