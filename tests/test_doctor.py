@@ -221,3 +221,20 @@ def test_doctor_shows_which_path_read_each_kubelet(
         assert untrusted.requests == []
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("V4ONLY_KUBELET_CA_FILE", "/nonexistent/kubelet-ca.crt", "/nonexistent/kubelet-ca.crt"),
+        ("V4ONLY_KUBELET_ADDRESS_TYPES", "InternalIP,Bogus", "Bogus"),
+    ],
+)
+def test_a_bad_kubelet_setting_is_a_usage_error(
+    kube: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    sc.allowing(kube)
+    monkeypatch.setenv(variable, value)
+    args = _doctor(kube, tmp_path)
+    with pytest.raises(UsageError, match=message):
+        args.func(args)

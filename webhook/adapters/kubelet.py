@@ -116,7 +116,10 @@ class KubeletConfigz:
         creds = credentials or api.kubelet_credentials()
         self._authorization = creds.authorization
         ca_file = access.ca_file or creds.ca_file
-        self._verified = _context(ca_file, creds.cert_file, creds.key_file) if ca_file else None
+        try:
+            self._verified = _context(ca_file, creds.cert_file, creds.key_file) if ca_file else None
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"cannot load the CA for kubelets {ca_file}: {error}") from None
         self._no_ca_reason = "" if ca_file else "no CA to verify kubelets (no cluster CA, no V4ONLY_KUBELET_CA_FILE)"
         self._unverified = (
             _context(None, creds.cert_file, creds.key_file) if access.send_token_to_unverified else None
@@ -124,6 +127,7 @@ class KubeletConfigz:
 
     @classmethod
     def from_env(cls, api: KubeApi) -> KubeletConfigz:
+        """From V4ONLY_KUBELET_* (ValueError naming the variable or file when one is wrong)."""
         return cls(api, KubeletAccess.from_env())
 
     def config(self, node: str) -> KubeletConfig:

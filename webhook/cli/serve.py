@@ -27,6 +27,7 @@ import uvloop
 from uvicorn.server import HANDLED_SIGNALS
 
 from webhook.adapters.kube import KubeApi
+from webhook.adapters.kubelet import KubeletConfigz
 from webhook.adapters.tls import ReloadingTLS
 from webhook.cli.usage import KUBECONFIG_HELP, UsageError, connect, load_settings, parse_labels
 from webhook.core import certs
@@ -164,7 +165,14 @@ def _production_options(args: argparse.Namespace, settings: Settings) -> ServeOp
         drain_seconds=args.drain_seconds,
     )
     api = connect(args)
-    options.background.append(_tracker_starter(api, state, settings, publish_labels=args.publish_node_labels))
+    try:
+        configz = KubeletConfigz.from_env(api)  # a bad V4ONLY_KUBELET_* setting stops serve before it starts
+    except ValueError as error:
+        api.close()
+        raise UsageError(str(error)) from None
+    options.background.append(
+        _tracker_starter(api, state, settings, publish_labels=args.publish_node_labels, configz=configz)
+    )
     if args.reconcile:
         # After the tracker: background work stops in reverse order, so this stops before `api` is closed.
         options.background.append(lambda: start_reconciler(state, settings, api).stop)
@@ -172,10 +180,10 @@ def _production_options(args: argparse.Namespace, settings: Settings) -> ServeOp
 
 
 def _tracker_starter(
-    api: KubeApi, state: ClusterState, settings: Settings, *, publish_labels: bool
+    api: KubeApi, state: ClusterState, settings: Settings, *, publish_labels: bool, configz: KubeletConfigz
 ) -> Callable[[], Callable[[], None]]:
     def start() -> Callable[[], None]:
-        handle = start_tracker(state, settings, api, publish_labels=publish_labels)
+        handle = start_tracker(state, settings, api, publish_labels=publish_labels, configz=configz)
 
         def stop() -> None:
             handle.stop()
