@@ -38,6 +38,7 @@ from tests.fakekube import FakeKube
 from tests.helpers import admission_review, decode_patch, pod
 from tests.image_base import base_tarball, ensure_tools, import_base
 from tests.image_run import Container, Image, Mount, mounts_under, run, unpack
+from tests.test_kubelet_configz import Cluster
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -263,6 +264,14 @@ def root_mount_options(pid: int) -> list[str]:
 
 def test_certs_job_then_deployment_serve_mutations_over_tls(image: Image, tmp_path: Path, fake_kube: FakeKube) -> None:
     sc.allowing(fake_kube)  # every kubelet allows the sysctl; namespace `team` opts in
+    # The default install reads kubelets directly (nodes/configz): real TLS kubelets on 127.0.0.1. The pod's
+    # ServiceAccount ca.crt would verify them; here the kubeconfig has none, so the admin's kubelet CA setting.
+    kubelets = Cluster(fake_kube, tmp_path)
+    for node in ("cp-1", "w-1", "w-2"):
+        kubelets.serve_existing(node)
+    kubelet_ca = tmp_path / "kubelet-ca"
+    kubelet_ca.mkdir()
+    (kubelet_ca / "ca.crt").write_bytes(kubelets.ca.cert_pem)
     fake_kube.put_object(manifest("mutatingwebhookconfiguration.yaml"))
     kube = kube_volume(fake_kube, tmp_path / "kube")
     with_kube = ["--kubeconfig", "/kube/kubeconfig"]  # in a cluster: the in-cluster service account
@@ -300,8 +309,9 @@ def test_certs_job_then_deployment_serve_mutations_over_tls(image: Image, tmp_pa
     assert set(env) == {e["name"] for e in webhook["env"]}, "every env var of the Deployment is set here"
     port = free_port()
     args = [*webhook["args"], *with_kube, "--host", "127.0.0.1", "--port", str(port)]
-    server = Container(image, args, env={**env, "HOSTNAME": "v4only-test"}, mounts=mounts,
-                       log_file=tmp_path / "serve.log", **security)
+    mounts.append(Mount(kubelet_ca, "/kubelet-ca"))
+    server = Container(image, args, env={**env, "HOSTNAME": "v4only-test", "V4ONLY_KUBELET_CA_FILE": "/kubelet-ca/ca.crt"},
+                       mounts=mounts, log_file=tmp_path / "serve.log", **security)
     try:
         server.start()
         with webhook_client(ca_bundle, port) as client:
@@ -327,4 +337,7 @@ def test_certs_job_then_deployment_serve_mutations_over_tls(image: Image, tmp_pa
         assert "SIGTERM: /readyz now fails" in server.log()
     finally:
         server.stop()
+        kubelets.stop()
     assert not mounts_under(image.rootfs)
+    assert all(k.requests for k in kubelets.kubelets.values())  # read directly, with the token
+    assert fake_kube.configz_calls == {}  # no nodes/proxy in the default install, and none used

@@ -57,6 +57,21 @@ class Cluster:
         self.kube.registry.put(obj)
         return kubelet
 
+    def serve_existing(self, node: str) -> FakeKubelet:
+        """A kubelet for a node already in the fake, answering what `set_configz` scripted for it; the
+        node's InternalIP and kubelet port now point at it (the node keeps its labels and taints)."""
+        serving = build_serving_cert(ca=self.ca, dns_names=[node], ip_addresses=["127.0.0.1"], now=NOW)
+        cert, key = _write(self.tmp, node, serving)
+        kubelet = FakeKubelet(self.kube, node, cert, key)
+        kubelet.body = self.kube.configz_body(node)
+        self.kubelets[node] = kubelet.start()
+        obj = self.kube.get_object("Node", node)
+        assert obj is not None, node
+        obj["status"]["addresses"] = [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node}]
+        obj["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] = kubelet.port
+        self.kube.put_object(obj)
+        return kubelet
+
     def api(self) -> KubeApi:
         return KubeApi.connect(kubeconfig=str(self.kube.kubeconfig_path(self.tmp)))
 

@@ -244,6 +244,12 @@ class FakeKube:
         with self._lock:
             self._configz[node] = _Configz(body, status, delay)
 
+    def configz_body(self, node: str) -> Any:
+        """What `set_configz` scripted for the node's kubelet (objects.kubelet_config() if nothing)."""
+        with self._lock:
+            cfg = self._configz.get(node, _Configz())
+        return objects.kubelet_config() if cfg.body is None else cfg.body
+
     def deny_node_subresource(self, subresource: str, *, user: str | None = None) -> None:
         """RBAC has no `get nodes/<subresource>` for `user` (None: anyone), as a kubelet's SubjectAccessReview
         sees it (tests/fakekube/kubelet.py). Everything is allowed until denied, like the rest of the fake."""
