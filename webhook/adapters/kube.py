@@ -252,12 +252,12 @@ class KubeApi:
         return WatchStream(response, f"watch {path}")
 
     def kubelet_config(self, node: str) -> KubeletConfig:
-        """What v4only reads of the running kubelet's configuration: /configz through the API server's node proxy."""
-        return parse_configz(self.request("GET", f"/api/v1/nodes/{quote(node, safe='')}/proxy/configz"), node)
+        """What v4only reads of the running kubelet's configuration: /configz through the API server's node proxy.
 
-    def kubelet_allowlist(self, node: str) -> tuple[str, ...]:
-        """The running kubelet's `allowedUnsafeSysctls` (see `parse_configz`)."""
-        return self.kubelet_config(node).allowed_unsafe_sysctls
+        Needs `get nodes/proxy`: only the opt-in fallback of webhook/adapters/kubelet.py, which reads each
+        kubelet directly (nodes/configz) first.
+        """
+        return parse_configz(self.request("GET", f"/api/v1/nodes/{quote(node, safe='')}/proxy/configz"), node)
 
     def kubelet_credentials(self) -> Credentials:
         configuration = self._client.configuration

@@ -162,10 +162,11 @@ class KubeletConfigz:
 
     def _direct(self, node: Mapping[str, Any], name: str) -> KubeletConfig:
         host, port = self._endpoint(node)
-        if self._verified is None and self._unverified is None:  # no kubelet dialled: the opt-in proxy may answer
+        first = self._verified or self._unverified
+        if first is None:  # no kubelet dialled: the opt-in proxy may answer
             raise _Refused("no CA for kubelets", self._no_ca_reason, may_fall_back=True)
         try:
-            connection = self._connect(host, port, self._verified or self._unverified)  # type: ignore[arg-type]
+            connection = self._connect(host, port, first)
         except ssl.SSLCertVerificationError as error:
             if self._unverified is None:
                 reason = f"kubelet certificate not trusted: {error.verify_message}"
