@@ -58,12 +58,11 @@ class Cluster:
         return kubelet
 
     def serve_existing(self, node: str) -> FakeKubelet:
-        """A kubelet for a node already in the fake, answering what `set_configz` scripted for it; the
+        """A kubelet for a node already in the fake, answering what `set_configz` scripts for it (live); the
         node's InternalIP and kubelet port now point at it (the node keeps its labels and taints)."""
         serving = build_serving_cert(ca=self.ca, dns_names=[node], ip_addresses=["127.0.0.1"], now=NOW)
         cert, key = _write(self.tmp, node, serving)
-        kubelet = FakeKubelet(self.kube, node, cert, key)
-        kubelet.body = self.kube.configz_body(node)
+        kubelet = FakeKubelet(self.kube, node, cert, key)  # answers set_configz's body, live
         self.kubelets[node] = kubelet.start()
         obj = self.kube.get_object("Node", node)
         assert obj is not None, node
@@ -301,3 +300,18 @@ def test_tracker_reads_direct_falls_back_to_the_proxy_and_leaves_untrusted_nodes
         assert calls.get("direct-1", 0) == 0 and calls.get("untrusted-1", 0) == 0 and calls["no-authn-1"] >= 1
     finally:
         cluster.stop()
+
+
+def test_set_configz_scripts_a_served_kubelet_whichever_path_reads_it(cluster: Cluster) -> None:
+    """The way tests script a node's kubelet: `set_configz` once; `serve_existing` kubelets answer it live."""
+    cluster.kube.put_object(objects.node("node-a"))
+    kubelet = cluster.serve_existing("node-a")
+    cluster.kube.set_configz("node-a", objects.kubelet_config(["kernel.msg*"]))
+    direct = _reader(cluster).read_by_name("node-a")
+    assert (direct.allowlist, direct.path) == (("kernel.msg*",), "direct")
+    cluster.kube.set_configz("node-a", objects.kubelet_config([SYSCTL]))  # a reconfigured kubelet
+    assert _reader(cluster).read_by_name("node-a").allowlist == (SYSCTL,)
+    assert len(kubelet.requests) == 2 and cluster.kube.configz_count("node-a") == 0
+    kubelet.stop()  # unreachable from here: the same script, through the opt-in proxy
+    proxied = _reader(cluster, proxy_fallback=True).read_by_name("node-a")
+    assert (proxied.allowlist, proxied.path) == ((SYSCTL,), "proxy")

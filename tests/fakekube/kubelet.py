@@ -37,9 +37,11 @@ class KubeletRequest(NamedTuple):
 class FakeKubelet:
     def __init__(self, kube: FakeKube, node: str, cert_file: Path, key_file: Path, *,
                  fine_grained: bool = True, token_auth: bool = True,
-                 allowed_unsafe_sysctls: tuple[str, ...] = ()) -> None:
+                 allowed_unsafe_sysctls: tuple[str, ...] | None = None) -> None:
         self.kube, self.node, self.fine_grained, self.token_auth = kube, node, fine_grained, token_auth
-        self.body: Any = objects.kubelet_config(allowed_unsafe_sysctls)
+        # None: answer what `FakeKube.set_configz` scripts for the node at the time of each request, so one
+        # call scripts the kubelet whichever path reads it (direct here, or the API server's node proxy).
+        self.body: Any = None if allowed_unsafe_sysctls is None else objects.kubelet_config(allowed_unsafe_sysctls)
         self.requests: list[KubeletRequest] = []
         self.handshakes = 0  # TLS connections accepted (completed or not)
         self._lock = threading.Lock()
@@ -102,7 +104,8 @@ class FakeKubelet:
             message = f"Forbidden (user={user}, verb=get, resource=nodes, subresource(s)=[{' '.join(subresources)}])\n"
             _send(h, 403, message.encode(), "text/plain; charset=utf-8")
             return
-        _send(h, 200, json.dumps(self.body, separators=(",", ":")).encode(), "application/json")
+        body = self.kube.configz_body(self.node) if self.body is None else self.body
+        _send(h, 200, json.dumps(body, separators=(",", ":")).encode(), "application/json")
 
 
 def _send(h: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str) -> None:
