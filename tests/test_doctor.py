@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,13 @@ from webhook.cli import doctor
 from webhook.cli.usage import UsageError
 from webhook.core.capability import NodeFacts, Taint
 from webhook.core.certs import build_ca
+from webhook.core.configz_reads import ConfigzRecord
 from webhook.core.diagnosis import diagnose
 from webhook.core.diagnosis_render import render_table
 from webhook.core.settings import parse_settings
 
 GOLDEN = Path(__file__).parent / "fixtures" / "doctor"
+SERVE_READ = datetime(2026, 11, 29, 2, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -125,7 +127,8 @@ def test_a_bad_settings_file_is_a_usage_error(kube: FakeKube, tmp_path: Path) ->
 
 
 def test_a_big_cluster_fits_one_screen() -> None:
-    """30 nodes in three kinds: rows alike but for their name share a line."""
+    """30 nodes in three kinds: rows alike but for their name share a line (serve's read ages, different on
+    every node, are left out of grouped rows)."""
     nodes = [NodeFacts(f"w-{i:02}", kubelet_version="v1.33.1", allowlist=(sc.IPV6,)) for i in range(20)]
     nodes += [NodeFacts(f"old-{i}", kubelet_version="v1.32.4", allowlist=()) for i in range(8)]
     gpu = (Taint("gpu", "true", "NoSchedule"),)
@@ -143,17 +146,19 @@ def test_a_big_cluster_fits_one_screen() -> None:
         rejections=(),
         settings=sc.SETTINGS,
         labels_published=True,
+        serve_reads={n.name: ConfigzRecord("direct", SERVE_READ - timedelta(seconds=i)) for i, n in enumerate(nodes)},
+        read_at=SERVE_READ,
     )
     text = render_table(diagnosis)
     assert len(text.splitlines()) <= 40
     assert text.splitlines()[3:8] == [
-        "NODE              KUBELET  CONFIGZ READ                  ALLOWLIST (running kubelet)     "
+        "NODE              KUBELET  CONFIGZ READ                  SERVE READ  ALLOWLIST (running kubelet)     "
         "net.ipv6.conf.all.disable_ipv6  SOURCE",
-        "gpu-0 (+1 alike)  v1.33.1  none (direct: 403 Forbidden)  unknown                         "
+        "gpu-0 (+1 alike)  v1.33.1  none (direct: 403 Forbidden)  direct      unknown                         "
         "unknown                         none",
-        "old-0 (+7 alike)  v1.32.4  direct                        (empty)                         "
+        "old-0 (+7 alike)  v1.32.4  direct                        direct      (empty)                         "
         "forbidden                       kubelet-config",
-        "w-00 (+19 alike)  v1.33.1  direct                        net.ipv6.conf.all.disable_ipv6  "
+        "w-00 (+19 alike)  v1.33.1  direct                        direct      net.ipv6.conf.all.disable_ipv6  "
         "allowed                         kubelet-config",
         "",
     ]
@@ -238,3 +243,60 @@ def test_a_bad_kubelet_setting_is_a_usage_error(
     args = _doctor(kube, tmp_path)
     with pytest.raises(UsageError, match=message):
         args.func(args)
+
+
+def test_doctor_shows_when_and_how_serve_last_read_each_kubelet(
+    kube: FakeKube, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: the elected replica publishes each node's last configz read (ConfigMap v4only-configz); doctor
+    shows its path and age next to its own read, and the record moves on with every re-read."""
+    import json as _json
+    import re
+    from dataclasses import replace as _replace
+
+    from tests.test_kubelet_configz import Cluster
+    from tests.test_tracker import FAST
+    from webhook.adapters.kube_configz import read_records
+    from webhook.adapters.kubelet import KubeletAccess, KubeletConfigz
+    from webhook.loops.state import ClusterState
+    from webhook.tracker.start import start_tracker
+
+    kube.put_object(objects.namespace("v4only-system"))
+    cluster = Cluster(kube, tmp_path)
+    started = datetime.now(UTC)
+    api = cluster.api()
+    try:
+        cluster.kubelet("direct-1")
+        cluster.kubelet("untrusted-1", ca=build_ca(common_name="self-signed", now=started))
+        config = _replace(FAST, identity="replica-doctor", configz_record_interval_seconds=0.2,
+                          configz_refresh_min_seconds=0.5)
+        handle = start_tracker(ClusterState(max_age_seconds=30.0), sc.SETTINGS, api, publish_labels=True,
+                               config=config, configz=KubeletConfigz(api, KubeletAccess(), cluster.credentials(api)))
+        try:
+            sc.wait_until(lambda: set(read_records(api, "v4only-system") or {}) == {"direct-1", "untrusted-1"},
+                          what="serve's configz records")
+            first = (read_records(api, "v4only-system") or {})["direct-1"]
+            sc.wait_until(lambda: (read_records(api, "v4only-system") or {})["direct-1"].read_at > first.read_at,
+                          what="a later read recorded")
+        finally:
+            handle.stop()
+        records = read_records(api, "v4only-system") or {}
+        assert records["direct-1"].path == "direct" and records["direct-1"].error == ""
+        assert records["untrusted-1"].path == "none" and "certificate not trusted" in records["untrusted-1"].error
+        assert all(started <= r.read_at <= datetime.now(UTC) for r in records.values())
+
+        monkeypatch.setenv("V4ONLY_KUBELET_CA_FILE", str(cluster.ca_file))
+        args = _doctor(kube, tmp_path)
+        args.func(args)
+        rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.endswith(("-config", "none"))}
+        assert re.search(r"^direct-1 +v1\.33\.1 +direct +direct \d+s ago ", rows["direct-1"]), rows
+        assert re.search(r" none \(direct: certificate not trusted\) +none \d+s ago ", rows["untrusted-1"]), rows
+        args = _doctor(kube, tmp_path, "-o", "json")
+        args.func(args)
+        nodes = {n["name"]: n for n in _json.loads(capsys.readouterr().out)["nodes"]}
+        shown = nodes["direct-1"]["serveConfigzRead"]
+        assert datetime.fromisoformat(shown["readAt"].replace("Z", "+00:00")) == records["direct-1"].read_at
+        assert shown["path"] == "direct" and 0 <= shown["ageSeconds"] < 60
+    finally:
+        api.close()
+        cluster.stop()

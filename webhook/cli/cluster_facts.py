@@ -8,13 +8,16 @@ import argparse
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from webhook.adapters.kube import KubeApi, KubeError
+from webhook.adapters.kube_configz import read_records
 from webhook.adapters.kube_dns import read_finding
 from webhook.adapters.kubelet import KubeletAccess, KubeletConfigz
 from webhook.cli.usage import UsageError, connect
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, node_facts_from_object
+from webhook.core.configz_reads import ConfigzRecord
 from webhook.core.diagnosis import with_evidence
 from webhook.core.dns_remedy import DnsFacts, KubeletDns
 from webhook.core.dns_trap import DnsFinding
@@ -38,6 +41,9 @@ class ClusterFacts:
     pods_error: str = ""  # why failed pods could not be listed ("" = they were)
     dns: DnsFinding | None = None  # the DNS probe's finding as serve published it (None: none, or not readable)
     kubelet_dns: tuple[KubeletDns, ...] = ()  # each read kubelet's clusterDNS/clusterDomain (rule 7's cluster DNS)
+    # When and how serve last read each kubelet (its elected replica's ConfigMap); None: nothing published.
+    serve_reads: Mapping[str, ConfigzRecord] | None = None
+    read_at: datetime | None = None  # when this read the kubelets (the ages of serve's reads count from it)
 
     def capability(self, settings: Settings) -> Capability:
         """The snapshot the webhook would decide with, evidence and the DNS facts included."""
@@ -78,6 +84,7 @@ def gather(api: KubeApi, namespace: str = "v4only-system") -> ClusterFacts:
     rejections, pods_error = _rejections(api)
     with ThreadPoolExecutor(CONFIGZ_WORKERS, thread_name_prefix="v4only-doctor") as pool:
         answers = list(pool.map(reader.read, objects))
+    read_at = datetime.now(UTC)
     pairs = list(zip(nodes, answers, strict=True))
     return ClusterFacts(
         nodes=tuple(replace(n, allowlist=a.allowlist) for n, a in pairs),
@@ -90,6 +97,8 @@ def gather(api: KubeApi, namespace: str = "v4only-system") -> ClusterFacts:
         pods_error=pods_error,
         dns=read_finding(api, namespace),
         kubelet_dns=tuple(a.config.dns for a in answers if a.config is not None),
+        serve_reads=read_records(api, namespace),
+        read_at=read_at,
     )
 
 

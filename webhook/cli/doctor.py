@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         facts.nodes,
         configz_errors=facts.configz_errors,
         configz_paths=facts.configz_paths,
+        serve_reads=facts.serve_reads,
+        read_at=facts.read_at,
         namespaces=facts.namespaces,
         rejections=facts.rejections,
         settings=settings,

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Literal
 
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, Source, Verdict, evaluate_node
+from webhook.core.configz_reads import ConfigzRecord
 from webhook.core.decision import decide, enforced_level, pod_security_forbids
 from webhook.core.dns_remedy import DnsFacts, KubeletDns
 from webhook.core.dns_report import DnsReport, dns_report
@@ -66,6 +68,9 @@ class NodeReport:
     # why not the direct one ("" when it answered).
     configz_path: str = ""
     configz_direct_error: str = ""
+    # serve's last read of this kubelet (None: serve published none for it) and its age when doctor read.
+    serve_read: ConfigzRecord | None = None
+    serve_read_age_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,8 @@ def diagnose(
     dns: DnsFinding | None = None,
     kubelet_dns: Iterable[KubeletDns] = (),
     configz_paths: Mapping[str, tuple[str, str]] | None = None,
+    serve_reads: Mapping[str, ConfigzRecord] | None = None,
+    read_at: datetime | None = None,
 ) -> Diagnosis:
     """Everything `doctor` shows, from plain facts; `nodes` carry the configz allowlists already.
 
@@ -152,6 +159,7 @@ def diagnose(
             _node_report(n, v.verdict, v.source, v.detail, configz_errors.get(n.name, ""), settings),
             configz_path=paths.get(n.name, ("", ""))[0],
             configz_direct_error=paths.get(n.name, ("", ""))[1],
+            **_serve_read((serve_reads or {}).get(n.name), read_at),
         )
         for n, v in zip(capability.nodes, capability.verdicts, strict=True)
     )
@@ -186,6 +194,11 @@ def _pod_report(rejection: Rejection, settings: Settings) -> PodReport:
     )
     named = (rejection.not_allowlisted | rejection.host_namespace) & managed
     return PodReport(rejection.namespace, rejection.name, rejection.node, rejection.message, bool(named), cause)
+
+
+def _serve_read(record: ConfigzRecord | None, read_at: datetime | None) -> dict[str, Any]:
+    age = None if record is None or read_at is None else (read_at - record.read_at).total_seconds()
+    return {"serve_read": record, "serve_read_age_seconds": age}
 
 
 def _node_report(

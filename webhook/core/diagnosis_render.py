@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import orjson
 
 from webhook.core import keys
+from webhook.core.configz_reads import age_text
 from webhook.core.diagnosis import Diagnosis, NodeReport, PodReport, strip_remedy
 from webhook.core.text import problems_block, table
 
@@ -36,6 +37,12 @@ def render_json(diagnosis: Diagnosis) -> str:
                 "configzError": n.configz_error or None,
                 "configzPath": n.configz_path or None,
                 "configzDirectError": n.configz_direct_error or None,
+                "serveConfigzRead": None if n.serve_read is None else {
+                    "path": n.serve_read.path,
+                    "readAt": n.serve_read.read_at.isoformat().replace("+00:00", "Z"),
+                    "ageSeconds": None if n.serve_read_age_seconds is None else round(n.serve_read_age_seconds),
+                    "error": n.serve_read.error or None,
+                },
                 "verdicts": dict(n.verdicts),
                 "verdict": n.verdict,
                 "source": n.source,
@@ -115,13 +122,16 @@ def _nodes_table(diagnosis: Diagnosis) -> list[str]:
             n.name + ("" if n.ready else " (not ready)") + (" (cordoned)" if n.cordoned else ""),
             n.kubelet_version or "-",
             _configz_cell(n),
+            _serve_read_cell(n, with_age=len(diagnosis.nodes) <= MAX_NODE_ROWS),
             _allowlist_cell(n),
             *(v for _, v in n.verdicts),
             n.source,
         )
         for n in diagnosis.nodes
     ]
-    headers = ("NODE", "KUBELET", "CONFIGZ READ", "ALLOWLIST (running kubelet)", *diagnosis.sysctls, "SOURCE")
+    headers = (
+        "NODE", "KUBELET", "CONFIGZ READ", "SERVE READ", "ALLOWLIST (running kubelet)", *diagnosis.sysctls, "SOURCE"
+    )
     return [f"NODES ({len(rows)})", *table(headers, _group(rows, MAX_NODE_ROWS))]
 
 
@@ -132,6 +142,16 @@ def _configz_cell(node: NodeReport) -> str:
     if not node.configz_direct_error:
         return node.configz_path
     return _clip(f"{node.configz_path} (direct: {node.configz_direct_error})")
+
+
+def _serve_read_cell(node: NodeReport, *, with_age: bool) -> str:
+    """serve's last read of the kubelet: the path and how long before doctor's own read ("-": none published).
+    Without the age when rows are grouped (ages differ on every node; -o json has them all)."""
+    read = node.serve_read
+    if read is None:
+        return "-"
+    seconds = node.serve_read_age_seconds
+    return read.path if seconds is None or not with_age else f"{read.path} {age_text(seconds)} ago"
 
 
 def _allowlist_cell(node: NodeReport) -> str:

@@ -13,10 +13,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from webhook.adapters.kube import KubeApi, KubeError, Resource
 from webhook.adapters.kubelet import KubeletConfigz
 from webhook.core.capability import Capability
+from webhook.core.configz_reads import ConfigzRecord
 from webhook.core.dns_remedy import DnsFacts, KubeletDns
 from webhook.core.dns_trap import DnsFinding
 from webhook.core.evidence import FAILED_PODS
@@ -38,6 +40,8 @@ class _Configz:
     allowlist: tuple[str, ...] | None
     error: KubeError | None
     dns: KubeletDns | None = None  # the kubelet's clusterDNS/clusterDomain (None: not read)
+    path: str = "none"  # which path answered: direct, proxy, none
+    why: str = ""  # why not directly (or not at all), in doctor's short words
 
 
 _Message = Listed | Event | _Configz | DnsFinding | None
@@ -75,6 +79,9 @@ class Coordinator(threading.Thread):
         self._due: list[tuple[float, str]] = []  # heap of (monotonic time, node) for the next configz read
         self._next_read: dict[str, float] = {}
         self._warned: set[str] = set()
+        # Each node's last configz answer (when, which path), for the elected replica to publish for doctor.
+        # Written here only; the publisher takes `dict(...)` of it, one C-level copy under the GIL.
+        self.configz_reads: dict[str, ConfigzRecord] = {}
         self._nodes_dirty = self._namespaces_dirty = False
         self._synced_at: float | None = None
         self._published_at = self._confirmed_at = 0.0
@@ -192,6 +199,7 @@ class Coordinator(threading.Thread):
             when, node = heapq.heappop(self._due)
             if not self._inventory.has_node(node):
                 self._next_read.pop(node, None)  # the node is gone
+                self.configz_reads.pop(node, None)
                 continue
             if self._next_read.get(node) != when or node in self._inflight:
                 continue  # rescheduled, or already being read
@@ -204,16 +212,20 @@ class Coordinator(threading.Thread):
                 return
 
     def _read_configz(self, node: str, token: int) -> None:
-        try:
-            config = self._configz.config(node)
-            self._queue.put(_Configz(node, token, config.allowed_unsafe_sysctls, None, config.dns))
-        except KubeError as error:
-            self._queue.put(_Configz(node, token, None, error))
+        read = self._configz.read_by_name(node)
+        if read.config is None:
+            error = KubeError(0, f"configz of node {node}: {read.detail or read.error}")
+            self._queue.put(_Configz(node, token, None, error, path=read.path, why=read.error))
+        else:
+            config = read.config
+            self._queue.put(_Configz(node, token, config.allowed_unsafe_sysctls, None, config.dns, read.path,
+                                     read.direct_error))
 
     def _configz_answered(self, answer: _Configz) -> None:
         if self._inflight.get(answer.node) != answer.token:
             return
         del self._inflight[answer.node]
+        self.configz_reads[answer.node] = ConfigzRecord(answer.path, datetime.now(UTC), answer.why)
         if answer.error is not None and answer.node not in self._warned:
             self._warned.add(answer.node)
             log.warning(

@@ -1,5 +1,6 @@
 """The label publisher (`serve --publish-node-labels`): only the replica holding the Lease keeps
-`v4only.io/ipv6-sysctl=allowed|forbidden` on nodes (removed when unknown).
+`v4only.io/ipv6-sysctl=allowed|forbidden` on nodes (removed when unknown), and writes when and how each
+kubelet's configz was last read (ConfigMap v4only-configz) for `doctor`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import time
 import uuid
 
 from webhook.adapters.kube import KubeApi, KubeError
+from webhook.adapters.kube_configz import write_records
 from webhook.core import keys
 from webhook.core.capability import Capability
+from webhook.core.configz_reads import ConfigzRecord
 from webhook.loops.leader import LeaderElector, default_lease_namespace
 from webhook.tracker.config import TrackerConfig
 from webhook.tracker.coordinator import Coordinator
@@ -35,6 +38,7 @@ class LabelPublisher(threading.Thread):
         )
         self._written: dict[str, tuple[str | None, float]] = {}  # node -> (value written, when)
         self._attempted_at = 0.0
+        self._records_written: tuple[float, dict[str, ConfigzRecord]] | None = None  # (when, what)
 
     def run(self) -> None:
         stopping = self._coordinator.stopping
@@ -43,6 +47,7 @@ class LabelPublisher(threading.Thread):
                 published = self._coordinator.published
                 if published is not None:
                     self._reconcile(*published)
+                    self._write_records(published[0])
             stopping.wait(self._config.lease.retry_period)
         self.elector.release()
 
@@ -76,3 +81,23 @@ class LabelPublisher(threading.Thread):
             except KubeError as error:
                 if error.status != 404:  # a node deleted meanwhile is no news
                     log.warning("node %s: could not set %s: %s", node.name, keys.NODE_CAPABILITY, error)
+
+    def _write_records(self, capability: Capability) -> None:
+        """At most every `configz_record_interval_seconds`, and only when a record changed."""
+        now = time.monotonic()
+        last = self._records_written
+        if last is not None and now - last[0] < self._config.configz_record_interval_seconds:
+            return
+        names = capability.by_name
+        reads = {n: r for n, r in dict(self._coordinator.configz_reads).items() if n in names}
+        if last is not None and reads == last[1]:
+            return
+        if self._coordinator.stopping.is_set() or not self._still_leading():
+            return
+        try:
+            write_records(self._api, self._config.lease_namespace or default_lease_namespace(), reads)
+            self._records_written = (now, reads)
+            self._coordinator.stats.count("configz_record_writes")
+        except KubeError as error:
+            self._records_written = (now, last[1] if last else {})  # retry after the interval, not at once
+            log.warning("could not write the configz read records: %s", error)
