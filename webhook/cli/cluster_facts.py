@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from webhook.adapters.kube import KubeApi, KubeError, KubeletConfig
-from webhook.adapters.kube_dns import read_finding
+from webhook.adapters.kube_dns import read_corefiles, read_finding
 from webhook.cli.usage import UsageError, connect
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, node_facts_from_object
@@ -35,6 +35,7 @@ class ClusterFacts:
     pods_error: str = ""  # why failed pods could not be listed ("" = they were)
     dns: DnsFinding | None = None  # the DNS probe's finding as serve published it (None: none, or not readable)
     kubelet_dns: tuple[KubeletDns, ...] = ()  # each read kubelet's clusterDNS/clusterDomain (rule 7's cluster DNS)
+    corefiles: tuple[tuple[str, str], ...] = ()  # (where, text) of the CoreDNS configuration, where readable
 
     def capability(self, settings: Settings) -> Capability:
         """The snapshot the webhook would decide with, evidence and the DNS facts included."""
@@ -78,6 +79,7 @@ def gather(api: KubeApi, namespace: str = "v4only-system") -> ClusterFacts:
         pods_error=pods_error,
         dns=read_finding(api, namespace),
         kubelet_dns=tuple(config.dns for config, _ in answers if config is not None),
+        corefiles=read_corefiles(api),
     )
 
 
