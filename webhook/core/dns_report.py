@@ -24,7 +24,7 @@ MUSL_SEES = {
 @dataclass(frozen=True, slots=True)
 class DnsReport:
     finding: DnsFinding | None
-    rows: tuple[tuple[str, str, str, str], ...]  # domain, verdict, what a musl client sees, detail
+    rows: tuple[tuple[str, str, str, str, str], ...]  # domain, verdict, since, what a musl client sees, detail
     hints: tuple[str, ...]
     problems: tuple[str, ...]
 
@@ -39,7 +39,7 @@ def dns_report(finding: DnsFinding | None, corefiles: Iterable[tuple[str, str]] 
         hint = ("dns: no DNS probe finding published yet (serve's elected replica writes ConfigMap "
                 "v4only-system/v4only-dns): rule 7 adds no DNS remedy until it does")
         return DnsReport(None, (), (hint, *hints), tuple(problems))
-    rows = tuple((d.domain, d.verdict, MUSL_SEES[d.verdict], d.detail) for d in finding.domains)
+    rows = tuple((d.domain, d.verdict, finding.since(d), MUSL_SEES[d.verdict], d.detail) for d in finding.domains)
     for domain in finding.traps:
         hints.append(f"dns: {domain} answers NODATA: opted-in pods get the cluster-only search list (rule 7); "
                      f"at the source, remove {domain} from the nodes' search list (DHCP option 119, the VPN, "
