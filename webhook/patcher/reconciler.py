@@ -36,7 +36,9 @@ from webhook.adapters.progress import Progress
 from webhook.core import keys
 from webhook.core.evidence import FAILED_PODS
 from webhook.core.settings import Settings
-from webhook.core.workload_plan import Strategy, WorkloadPlan, refused_by_sysctl
+from webhook.core.workload_plan import WorkloadPlan
+from webhook.core.workload_pods import refused_by_sysctl
+from webhook.core.workload_rollout import Strategy
 from webhook.loops.backoff import Backoff
 from webhook.loops.leader import LeaderElector, LeaseTimings, default_lease_namespace
 from webhook.loops.state import ClusterState

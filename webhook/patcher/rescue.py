@@ -13,13 +13,8 @@ from webhook.adapters.kube_workloads import KubeError, WorkloadApi
 from webhook.core import keys
 from webhook.core.evidence import rejection_from_pod
 from webhook.core.settings import Settings
-from webhook.core.workload_plan import (
-    WorkloadPlan,
-    controller_of,
-    deletion_order,
-    pod_ref,
-    refused_by_sysctl,
-)
+from webhook.core.workload_plan import WorkloadPlan
+from webhook.core.workload_pods import controller_of, deletion_order, pod_ref, refused_by_sysctl
 from webhook.core.workloads import namespace_of
 from webhook.patcher.workloads import Executor, Planner
 
