@@ -260,6 +260,9 @@ def _small_endpoints(*, state: ClusterState, metrics: Metrics, lifecycle: Lifecy
         metrics.capability_ready.set(1 if state.ready else 0)
         age = state.age_seconds()
         metrics.capability_age.set(-1 if age is None else age)
+        dns = state.view().capability.dns
+        metrics.dns_known.set(1 if dns.known else 0)
+        metrics.dns_traps.set(len(dns.traps))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

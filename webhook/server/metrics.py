@@ -41,6 +41,17 @@ class Metrics:
             "Seconds since the capability snapshot was last confirmed (-1 when static).",
             registry=self.registry,
         )
+        # The DNS trap probe's finding as the decisions see it (rule 7): set from the snapshot at each scrape.
+        self.dns_known = Gauge(
+            "v4only_dns_finding_known",
+            "1 once the DNS trap probe's finding is in the snapshot decisions use (0: unknown, no DNS remedy).",
+            registry=self.registry,
+        )
+        self.dns_traps = Gauge(
+            "v4only_dns_trap_domains",
+            "Node search domains the DNS trap probe found answering NODATA (F1), in that snapshot.",
+            registry=self.registry,
+        )
         self.tls_reloads = Counter(
             "v4only_tls_reloads", "Certificate reloads by result.", ["result"], registry=self.registry
         )
