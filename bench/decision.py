@@ -19,12 +19,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.memory import rss_mib
 from webhook.core.capability import Capability, NodeFacts, Taint
 from webhook.core.decision import decide
+from webhook.core.dns_remedy import DnsFacts
 from webhook.core.settings import Settings
 
 IPV6 = "net.ipv6.conf.all.disable_ipv6"
@@ -112,8 +114,13 @@ def median_seconds(call: Callable[[], object], *, rounds: int = 2000) -> float:
     return statistics.median(samples)
 
 
-def decision_times(capability: Capability, labels: dict[str, dict[str, str]]) -> tuple[float, float]:
+# A cluster whose nodes' search list ends in a trap domain (rule 7 adds the cluster-only search list).
+TRAP = DnsFacts(known=True, traps=("corp.example",), nameservers=("10.96.0.10",), cluster_domain="cluster.local")
+
+
+def decision_times(capability: Capability, labels: dict[str, dict[str, str]]) -> tuple[float, float, float]:
     ns = "ns-0007"
+    trapped = replace(capability, dns=TRAP)
 
     def plain() -> object:
         return decide(PLAIN, namespace=ns, namespace_labels=labels[ns], capability=capability, settings=SETTINGS)
@@ -121,7 +128,10 @@ def decision_times(capability: Capability, labels: dict[str, dict[str, str]]) ->
     def constrained() -> object:
         return decide(CONSTRAINED, namespace=ns, namespace_labels=labels[ns], capability=capability, settings=SETTINGS)
 
-    return median_seconds(plain), median_seconds(constrained)
+    def with_trap() -> object:
+        return decide(PLAIN, namespace=ns, namespace_labels=labels[ns], capability=trapped, settings=SETTINGS)
+
+    return median_seconds(plain), median_seconds(constrained), median_seconds(with_trap)
 
 
 def in_process(node_count: int, namespace_count: int) -> None:
@@ -135,11 +145,11 @@ def in_process(node_count: int, namespace_count: int) -> None:
     del nodes
     gc.collect()
     held = rss_mib() - before
-    plain, constrained = decision_times(capability, labels)
+    plain, constrained, trapped = decision_times(capability, labels)
     print(
         f"{node_count:>6} nodes  {namespace_count:>5} ns  build {build * 1e3:7.1f} ms  "
         f"plain pod {plain * 1e6:7.1f} us  nodeSelector+tolerations {constrained * 1e6:7.1f} us  "
-        f"snapshot ~{held:6.1f} MiB"
+        f"plain pod, DNS trap {trapped * 1e6:7.1f} us  snapshot ~{held:6.1f} MiB"
     )
 
 
@@ -196,7 +206,7 @@ def live(node_count: int, namespace_count: int) -> None:
         capability = state.view().capability
         gc.collect()
         after = rss_mib()
-        plain, constrained = decision_times(capability, dict(state.view().namespaces))  # type: ignore[arg-type]
+        plain, constrained, _ = decision_times(capability, dict(state.view().namespaces))  # type: ignore[arg-type]
         print(
             f"live tracker: {len(capability.nodes)} nodes, {len(state.view().namespaces)} namespaces, "
             f"{sum(v.verdict == 'allowed' for v in capability.verdicts)} allowed; first publish after "

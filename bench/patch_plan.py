@@ -149,7 +149,7 @@ def in_process(workloads: int) -> None:
     from webhook.cli.patch import render_diff
     from webhook.core.capability import Capability, NodeFacts
     from webhook.core.settings import Settings
-    from webhook.core.workload_plan import pods_by_workload
+    from webhook.core.workload_pods import pods_by_workload
     from webhook.patcher.workloads import Planner, now_rfc3339, trim_pod
 
     objs = cluster(workloads)

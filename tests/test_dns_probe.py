@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.dns_fake import KUBELET_RESOLV, LabResolver, dns_server
-from webhook.core.dns_trap import DnsFinding, finding_from_dict, parse_resolv_conf, pod_dns
+from webhook.core.dns_trap import DnsFinding, DomainFinding, carry_since, finding_from_dict, parse_resolv_conf, pod_dns
 from webhook.tracker.dns_probe import DnsProber, ProbeConfig, probe_once
 
 
@@ -92,3 +92,16 @@ def test_the_prober_thread_probes_at_start_and_stops(tmp_path: Path) -> None:
         prober.stop()
     assert not prober.is_alive()
     assert found[0].traps == ("corp.example",)
+
+
+def test_since_is_carried_while_a_verdict_holds() -> None:
+    def finding(at: str, **verdicts: str) -> DnsFinding:
+        domains = tuple(DomainFinding(d.replace("_", "."), v, "", at) for d, v in verdicts.items())  # type: ignore[arg-type]
+        return DnsFinding(at, "n", ("10.0.0.10",), "cluster.local", domains, "none", None)
+
+    first = finding("T1", corp_example="trap", lan="unknown")
+    second = carry_since(first, finding("T2", corp_example="trap", lan="safe", home_example="safe"))
+    assert {d.domain: d.since for d in second.domains} == {"corp.example": "T1", "lan": "T2", "home.example": "T2"}
+    third = carry_since(second, finding("T3", corp_example="safe", lan="safe"))
+    assert {d.domain: d.since for d in third.domains} == {"corp.example": "T3", "lan": "T2"}
+    assert carry_since(None, third) == third

@@ -192,12 +192,22 @@ def test_the_webhook_answers_sysctl_and_dns_over_tls(tmp_path: Path) -> None:
     allowing = Capability.build([worker], sysctl_names=SETTINGS.sysctl_names, labels_published=False)
     state = ClusterState.static(replace(allowing, dns=TRAP), {"chronicle": ENABLED})
     with ServerThread(make_tls(tmp_path), state=state) as server, server.client() as client:
-        reply = client.post("/mutate", content=json.dumps(admission_review(pod, namespace="chronicle")).encode(),
-                            headers={"Content-Type": "application/json"})
+        body = json.dumps(admission_review(pod, namespace="chronicle")).encode()
+        reply = client.post("/mutate", content=body, headers={"Content-Type": "application/json"})
+        client.post("/mutate", content=body.replace(b'"uid": "', b'"uid": "x'),  # a replica: replayed
+                    headers={"Content-Type": "application/json"})
+        trapped = client.get("/metrics").text
+        state.publish(allowing, {"chronicle": ENABLED})  # the probe's finding gone: nothing known
+        unknown = client.get("/metrics").text
     response = reply.json()["response"]
     admitted = apply_ops(pod, decode_patch(response) or [])
     assert admitted["metadata"]["annotations"]["v4only.io/applied"] == "sysctl+dns"
     assert admitted["spec"]["dnsConfig"]["searches"] == CLUSTER_LIST and DNS_LINE in response["warnings"]
+    # What the decision saw, and what it did, counted for an operator (the replayed replica too).
+    assert 'v4only_dns_trap{domain="communityfibre.co.uk"} 1.0' in trapped
+    assert "v4only_dns_finding_known 1.0" in trapped and "v4only_dns_cluster_dns_known 1.0" in trapped
+    assert "v4only_dns_remedies_total 2.0" in trapped and 'v4only_decisions_total{remedy="sysctl"} 2.0' in trapped
+    assert "v4only_dns_trap{" not in unknown and "v4only_dns_finding_known 0.0" in unknown
 
 
 # ---- the cluster DNS: the kubelet's own (/configz clusterDNS, clusterDomain), else serve's resolv.conf

@@ -339,7 +339,7 @@ def test_leader_election_role(base: dict[tuple[str, str], dict[str, Any]]) -> No
     assert role["metadata"]["namespace"] == NAMESPACE
     assert rules(role) == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
     ]
 
 

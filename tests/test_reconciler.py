@@ -120,18 +120,15 @@ def test_rollouts_are_rate_limited(kube: FakeKube, tmp_path: Path) -> None:
         assert sum(_restarted(kube, f"web-{i}") for i in range(4)) == 2
 
 
-@pytest.mark.xfail(strict=False, reason="known bug, open: some runs leave failed pods the reconciler never deletes "
-                   "(1 run in 4 in CI, also on this stop's base commit); see the closing note")
 def test_a_storm_is_rescued_continuously(kube: FakeKube, tmp_path: Path) -> None:
     ps.forbidding_nodes(kube)
     ps.namespace(kube, "team")
     dep = kube.put_object(objects.deployment("app", "team", sysctls={sc.IPV6: "1"}))
     rs = kube.put_object(objects.replicaset("app-5d8f9c7b6d", "team", owner=dep, sysctls={sc.IPV6: "1"},
                                             pod_labels=dep["spec"]["template"]["metadata"]["labels"]))
-    # The 40 pods are one burst and must settle together. With QUICK's 0.2 s a loaded machine took longer than
-    # that to create them, and then no pod was deleted at all (40 left after 6 s when each put is slowed by
-    # 30 ms): a storm that trickles in is not rescued the same way. Not understood yet; noted for the next stop.
-    config = replace(QUICK, max_deletions_per_pass=10, settle_seconds=2.0)
+    # On a loaded machine the 40 puts take longer than QUICK's 0.2 s settle time, so the storm may be seen over
+    # several passes: that must not matter (see the trickle test below).
+    config = replace(QUICK, max_deletions_per_pass=10)
     with reconciling(kube, tmp_path, config) as handle:
         sc.wait_until(lambda: handle.leading, what="leadership")
         for i in range(40):
@@ -158,6 +155,35 @@ def test_a_storm_is_rescued_continuously(kube: FakeKube, tmp_path: Path) -> None
         assert handle.stats["rollouts"] == 1
     reasons = sorted(e["reason"] for e in _events(kube))
     assert reasons[0] == "FailedPodsDeleted" and reasons[-1] == "RemedyRestart"
+
+
+def test_a_storm_that_trickles_in_is_cleaned_up(kube: FakeKube, tmp_path: Path) -> None:
+    """One new failed pod per node in each pass: each pass keeps the newest on each node as the tracker's
+    evidence, and the evidence kept by the pass before must go once a newer pod supersedes it. (It was passed
+    on as pods that stay for good: nothing of such a storm was ever deleted.)"""
+    ps.forbidding_nodes(kube)
+    ps.namespace(kube, "team")
+    dep = kube.put_object(objects.deployment("app", "team", sysctls={sc.IPV6: "1"}))
+    rs = kube.put_object(objects.replicaset("app-5d8f9c7b6d", "team", owner=dep, sysctls={sc.IPV6: "1"},
+                                            pod_labels=dep["spec"]["template"]["metadata"]["labels"]))
+    with reconciling(kube, tmp_path) as handle:
+        sc.wait_until(lambda: handle.leading, what="leadership")
+        def rescued() -> int:
+            return sum(n for key, n in handle.stats.items() if key.startswith("rescue_"))
+
+        for batch in range(5):
+            seen = rescued()
+            for node in (1, 2):
+                pod = objects.sysctl_forbidden_pod(f"w-{node}", "team", replicaset=rs, sysctls=(sc.IPV6,),
+                                                   name=f"app-5d8f9c7b6d-{batch}{node}")
+                pod["metadata"]["creationTimestamp"] = f"2025-06-01T10:00:{batch:02d}Z"
+                kube.put_object(pod)
+            sc.wait_until(lambda: rescued() > seen, what=f"batch {batch} rescued")  # noqa: B023 (waited for at once)
+        sc.wait_until(lambda: len(kube.list_objects("Pod", "team")) == 2, timeout=15, interval=0.2,
+                      what="all but the newest pod on each node deleted")
+        left = sorted(p["metadata"]["name"] for p in kube.list_objects("Pod", "team"))
+        assert left == ["app-5d8f9c7b6d-41", "app-5d8f9c7b6d-42"]
+        assert handle.stats["rollouts"] == 1
 
 
 def test_one_replica_acts(kube: FakeKube, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.server_harness import ServerThread, make_tls, write_serving
 from webhook.cli import review as review_cmd
 from webhook.core import certs
 from webhook.core.capability import Capability
+from webhook.core.dns_remedy import DnsFacts
 from webhook.core.settings import Settings
 from webhook.loops.state import ClusterState, View
 
@@ -204,6 +206,20 @@ def test_health_readiness_metrics_and_nothing_else(server: ServerThread) -> None
     assert 'v4only_admission_requests_total{outcome="invalid"} 1.0' in metrics
     assert 'v4only_decisions_total{remedy="sysctl"} 1.0' in metrics
     assert "v4only_admission_duration_seconds_count 3.0" in metrics
+
+
+def test_metrics_show_the_dns_finding_the_decisions_use(tmp_path: Path) -> None:
+    """Issue 9 item 3: the probe's finding is exposed as metrics, read from the same snapshot as decisions."""
+    state = ClusterState(max_age_seconds=60)
+    with ServerThread(make_tls(tmp_path), state=state) as running, running.client() as client:
+        before = client.get("/metrics").text
+        found = DnsFacts(known=True, traps=("corp.example",), nameservers=("10.96.0.10",), cluster_domain="c.local")
+        state.publish(replace(Capability.assume("allowed", "test"), dns=found), {"team-a": {}})
+        after = client.get("/metrics").text
+        applied = post(client, admission_review(pod(), namespace="team-a")).json()["response"]
+    assert "v4only_dns_finding_known 0.0" in before and "v4only_dns_trap{" not in before
+    assert "v4only_dns_finding_known 1.0" in after and 'v4only_dns_trap{domain="corp.example"} 1.0' in after
+    assert "+dns" in json.dumps(decode_patch(applied))  # the same snapshot the webhook decided with
 
 
 def test_readyz_fails_until_capability_is_known(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from webhook.adapters import rbac_used
 from webhook.adapters.kube import KubeApi
 from webhook.adapters.kubelet import KubeletAccess, KubeletConfigz
 from webhook.core.capability import Capability
-from webhook.core.dns_trap import finding_from_dict
+from webhook.core.dns_trap import DnsFinding, DomainFinding, finding_from_dict
 from webhook.core.settings import parse_settings
 from webhook.loops.leader import LeaderElector, LeaseTimings
 from webhook.loops.state import ClusterState
@@ -395,6 +395,31 @@ def test_the_dns_probe_finding_reaches_decisions_and_the_cluster(kube: FakeKube,
     assert finding.traps == ("corp.example",) and finding.node == "e-2"
     assert {d.domain: d.verdict for d in finding.domains} == {
         "corp.example": "trap", "home.example": "safe", "broken.example": "unknown"}
+
+
+def test_a_new_leader_keeps_since_when_each_domain_has_had_its_verdict(kube: FakeKube, tmp_path: Path) -> None:
+    """Doctor shows each domain's verdict "and since when" (issue 9 item 5): a restart or a new leader goes on
+    from the finding already in the cluster where a domain's verdict is unchanged, and restarts the clock
+    where it changed."""
+    sc.allowing(kube)
+    kube.put_object(objects.namespace("v4only-system"))
+    earlier = DnsFinding("2026-11-01T00:00:00Z", "e-1", ("10.96.0.10",), "cluster.local",
+                         (DomainFinding("corp.example", "trap", "NODATA", "2026-10-30T12:00:00Z"),
+                          DomainFinding("home.example", "trap", "NODATA", "2026-10-30T12:00:00Z")), "none", False)
+    kube.put_object({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": "v4only-dns", "namespace": "v4only-system"},
+                     "data": {"finding.json": json.dumps(earlier.to_dict())}})
+
+    def republished() -> DnsFinding | None:
+        stored = kube.get_object("ConfigMap", "v4only-dns", "v4only-system")
+        finding = finding_from_dict(json.loads(stored["data"]["finding.json"])) if stored else None
+        return finding if finding is not None and finding.checked_at != earlier.checked_at else None
+
+    with dns_server(LabResolver()) as port, tracking(kube, tmp_path, publish_labels=True, dns_port=port):
+        finding = sc.wait_until(republished, what="the finding republished")
+    since = {d.domain: d.since for d in finding.domains}
+    assert since["corp.example"] == "2026-10-30T12:00:00Z"  # still a trap: since then
+    assert since["home.example"] == finding.checked_at  # was a trap, now safe: since this round
 
 
 def test_a_crashed_leader_is_replaced_after_the_lease_expires(kube: FakeKube, tmp_path: Path) -> None:

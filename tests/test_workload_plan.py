@@ -15,17 +15,9 @@ from webhook.core.capability import Capability, NodeFacts
 from webhook.core.dns_remedy import DnsFacts
 from webhook.core.rollout_status import rollout_status
 from webhook.core.settings import Settings
-from webhook.core.workload_plan import (
-    RESTARTED_AT,
-    deletion_order,
-    gitops_owner,
-    plan_workload,
-    pod_in_line,
-    pods_by_workload,
-    recreated_pod,
-    restart_ops,
-    substantive,
-)
+from webhook.core.workload_plan import plan_workload, pod_in_line, restart_ops, substantive
+from webhook.core.workload_pods import deletion_order, pods_by_workload, recreated_pod
+from webhook.core.workload_rollout import RESTARTED_AT, gitops_owner
 
 SETTINGS = Settings()
 ENABLED = {"v4only.io/inject": "enabled"}

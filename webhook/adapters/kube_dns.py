@@ -14,6 +14,10 @@ from webhook.adapters.kube import KubeApi, KubeError
 from webhook.core.dns_trap import DnsFinding, FindingError, finding_from_dict
 
 CONFIGMAP = "v4only-dns"
+# Where the cluster DNS keeps its configuration: kubeadm, MicroK8s' dns addon and k3s all name the ConfigMap
+# kube-system/coredns (key Corefile); k3s reads extra server blocks from kube-system/coredns-custom (keys
+# *.server, *.override), where a hand-added template would be.
+COREDNS_CONFIGMAPS = ("coredns", "coredns-custom")
 KEY = "finding.json"
 _PATH = "/api/v1/namespaces/{namespace}/configmaps"
 
@@ -33,6 +37,22 @@ def read_finding(api: KubeApi, namespace: str) -> DnsFinding | None:
         return finding_from_dict(orjson.loads(raw))
     except (orjson.JSONDecodeError, FindingError):
         return None  # hand-edited or from another version: as good as none
+
+
+def read_corefiles(api: KubeApi, namespace: str = "kube-system") -> tuple[tuple[str, str], ...]:
+    """(where, text) of every key of the CoreDNS ConfigMaps that exist and this caller may read; a cluster
+    DNS that is not CoreDNS, or a doctor without `get configmaps` there, gives nothing (the probe still tells)."""
+    found: list[tuple[str, str]] = []
+    for name in COREDNS_CONFIGMAPS:
+        try:
+            configmap = api.request("GET", f"{_PATH.format(namespace=quote(namespace))}/{quote(name)}")
+        except KubeError as error:
+            if error.status in (403, 404):
+                continue
+            raise
+        data = configmap.get("data") or {}
+        found += [(f"{namespace}/{name} {key}", text) for key, text in sorted(data.items()) if isinstance(text, str)]
+    return tuple(found)
 
 
 def write_finding(api: KubeApi, namespace: str, finding: DnsFinding) -> None:

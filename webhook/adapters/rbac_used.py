@@ -42,9 +42,11 @@ LABEL_PUBLISHER: frozenset[Permission] = frozenset(
 )
 
 # Added by --publish-node-labels too: the elected replica writes the DNS probe's finding (ConfigMap v4only-dns,
-# adapters/kube_dns.py) in v4only's own namespace: a PUT, and a POST the first time.
+# adapters/kube_dns.py) in v4only's own namespace: a PUT, and a POST the first time; a GET first, so each
+# domain's `since` goes on from the finding already there.
 DNS_PUBLISHER: frozenset[Permission] = frozenset(
     {
+        ("", "configmaps", "get"),
         ("", "configmaps", "update"),
         ("", "configmaps", "create"),
     }

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from webhook.adapters.kube import KubeApi, KubeError
 from webhook.adapters.kube_configz import read_records
-from webhook.adapters.kube_dns import read_finding
+from webhook.adapters.kube_dns import read_corefiles, read_finding
 from webhook.adapters.kubelet import KubeletAccess, KubeletConfigz
 from webhook.cli.usage import UsageError, connect
 from webhook.core import keys
@@ -44,6 +44,7 @@ class ClusterFacts:
     # When and how serve last read each kubelet (its elected replica's ConfigMap); None: nothing published.
     serve_reads: Mapping[str, ConfigzRecord] | None = None
     read_at: datetime | None = None  # when this read the kubelets (the ages of serve's reads count from it)
+    corefiles: tuple[tuple[str, str], ...] = ()  # (where, text) of the CoreDNS configuration, where readable
 
     def capability(self, settings: Settings) -> Capability:
         """The snapshot the webhook would decide with, evidence and the DNS facts included."""
@@ -99,6 +100,7 @@ def gather(api: KubeApi, namespace: str = "v4only-system") -> ClusterFacts:
         kubelet_dns=tuple(a.config.dns for a in answers if a.config is not None),
         serve_reads=read_records(api, namespace),
         read_at=read_at,
+        corefiles=read_corefiles(api),
     )
 
 

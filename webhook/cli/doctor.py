@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         pods_error=facts.pods_error,
         dns=facts.dns,
         kubelet_dns=facts.kubelet_dns,
+        corefiles=facts.corefiles,
     )
     sys.stdout.write(render_json(diagnosis) if args.output == "json" else render_table(diagnosis))
     return diagnosis.exit_status

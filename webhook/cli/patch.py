@@ -30,7 +30,8 @@ from webhook.cli.usage import EXIT_OK, EXIT_PROBLEMS, KUBECONFIG_HELP, UsageErro
 from webhook.core import text
 from webhook.core.evidence import FAILED_PODS
 from webhook.core.patch import apply_patch
-from webhook.core.workload_plan import RESTARTED_AT, WorkloadPlan
+from webhook.core.workload_plan import WorkloadPlan
+from webhook.core.workload_rollout import RESTARTED_AT
 from webhook.patcher.rescue import Rescuer, RescueReport
 from webhook.patcher.workloads import (
     ActionResult,

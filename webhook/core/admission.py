@@ -38,6 +38,11 @@ class Review:
     def remedy(self) -> str | None:
         return self.decision.remedy if self.decision is not None else None
 
+    @property
+    def applied(self) -> str | None:
+        """The remedy as `v4only.io/applied` names it (`+dns` when rule 7 adds the DNS remedy)."""
+        return self.decision.applied if self.decision is not None else None
+
 
 def parse_review(body: Any) -> Mapping[str, Any]:
     """The `request` of an AdmissionReview v1, or InvalidReview saying what is wrong."""

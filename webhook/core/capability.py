@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from webhook.core import keys
 from webhook.core.dns_remedy import DnsFacts
+from webhook.core.shapes import mapping_or_empty as _mapping
 from webhook.core.sysctls import Allowlist, kubelet_minor, normalize_name, safe_sysctls
 
 Verdict = Literal["allowed", "forbidden", "unknown"]
@@ -231,6 +232,3 @@ def node_is_ready(obj: Mapping[str, Any]) -> bool:
         isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
     )
 
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

@@ -141,18 +141,20 @@ def diagnose(
     configz_paths: Mapping[str, tuple[str, str]] | None = None,
     serve_reads: Mapping[str, ConfigzRecord] | None = None,
     read_at: datetime | None = None,
+    corefiles: Iterable[tuple[str, str]] = (),
 ) -> Diagnosis:
     """Everything `doctor` shows, from plain facts; `nodes` carry the configz allowlists already.
 
     `pods_error` says why failed pods could not be listed (then there is no evidence to show). `dns` and
-    `kubelet_dns` (each kubelet's clusterDNS/clusterDomain) give rule 7 what the webhook has.
+    `kubelet_dns` (each kubelet's clusterDNS/clusterDomain) give rule 7 what the webhook has; `corefiles`
+    ((where, text) of the CoreDNS configuration) let the DNS section name a template that hides AAAA.
     """
     rejected = sorted(rejections, key=lambda r: (r.namespace, r.name))
     facts = with_evidence(nodes, rejected, settings.sysctl_names)
     capability = Capability.build(facts, sysctl_names=settings.sysctl_names, labels_published=labels_published)
     # The namespaces' decisions see what the webhook sees (rule 7).
     capability = replace(capability, dns=DnsFacts.from_finding(dns, kubelet_dns))
-    dns_section = dns_report(dns)
+    dns_section = dns_report(dns, corefiles)
     paths = configz_paths or {}
     node_reports = tuple(
         replace(

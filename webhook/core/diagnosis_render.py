@@ -102,8 +102,8 @@ def _dns_section(diagnosis: Diagnosis) -> list[str]:
     servers = ", ".join(finding.nameservers) or "-"
     head = (f"DNS ({where} at {finding.checked_at}; cluster DNS {servers}, domain {finding.cluster_domain or '-'}; "
             f"AAAA hidden: {finding.aaaa_blocking})")
-    headers = ("NODE SEARCH DOMAIN", "VERDICT", "A MUSL CLIENT (uv, Alpine)", "ANSWER")
-    rows = list(diagnosis.dns.rows) or [("(none)", "-", "resolves: no node search domain in the list", "-")]
+    headers = ("NODE SEARCH DOMAIN", "VERDICT", "SINCE", "A MUSL CLIENT (uv, Alpine)", "ANSWER")
+    rows = list(diagnosis.dns.rows) or [("(none)", "-", "-", "resolves: no node search domain in the list", "-")]
     return ["", head, *table(headers, rows)]
 
 

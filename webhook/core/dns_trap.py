@@ -10,7 +10,7 @@ address") where glibc goes on to the next search entry. NXDOMAIN under it is saf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Rcode = Literal["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "TIMEOUT", "OTHER"]
@@ -115,6 +115,7 @@ class DomainFinding:
     domain: str
     verdict: Verdict
     detail: str
+    since: str = ""  # RFC 3339: the first round in a row with this verdict ("" = this finding's checkedAt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +139,23 @@ class DnsFinding:
             "checkedAt": self.checked_at, "node": self.node, "nameservers": list(self.nameservers),
             "clusterDomain": self.cluster_domain, "aaaaBlocking": self.aaaa_blocking,
             "ipv6DefaultRoute": self.ipv6_default_route,
-            "domains": [{"domain": d.domain, "verdict": d.verdict, "detail": d.detail} for d in self.domains],
+            "domains": [{"domain": d.domain, "verdict": d.verdict, "detail": d.detail,
+                         "since": d.since or self.checked_at} for d in self.domains],
         }
+
+    def since(self, domain: DomainFinding) -> str:
+        return domain.since or self.checked_at
+
+
+def carry_since(previous: DnsFinding | None, current: DnsFinding) -> DnsFinding:
+    """`current` with each domain's `since` kept from `previous` where its verdict did not change."""
+    before = {d.domain: (d.verdict, previous.since(d)) for d in previous.domains} if previous is not None else {}
+
+    def since(domain: DomainFinding) -> str:
+        verdict, at = before.get(domain.domain, (None, ""))
+        return at if verdict == domain.verdict else current.since(domain)
+
+    return replace(current, domains=tuple(replace(d, since=since(d)) for d in current.domains))
 
 
 class FindingError(ValueError):
@@ -152,7 +168,8 @@ def finding_from_dict(data: object) -> DnsFinding:
         raise FindingError("not a mapping")
     try:
         domains = tuple(
-            DomainFinding(str(d["domain"]), _choice(d["verdict"], ("trap", "safe", "unknown")), str(d["detail"]))
+            DomainFinding(str(d["domain"]), _choice(d["verdict"], ("trap", "safe", "unknown")), str(d["detail"]),
+                          str(d.get("since") or ""))
             for d in data["domains"]
         )
         route = data.get("ipv6DefaultRoute")

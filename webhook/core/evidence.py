@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.core.shapes import mapping_or_empty as _mapping
 from webhook.core.sysctls import normalize_name
 
 FORBIDDEN_REASON = "SysctlForbidden"
@@ -58,6 +59,3 @@ def rejection_from_pod(pod: Mapping[str, Any]) -> Rejection | None:
         host_namespace=frozenset(normalize_name(n) for n in _HOST_NAMESPACE.findall(message)),
     )
 
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

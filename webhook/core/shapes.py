@@ -35,3 +35,9 @@ def optional_list(value: Any, where: str) -> Sequence[Any] | None:
     if not isinstance(value, list):
         raise UnhandledObject(f"{where} is not a list")
     return value
+
+
+def mapping_or_empty(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a mapping, else {}: for reading objects the API server already validated (a
+    workload, a pod, a node), where a missing or null field means "none"."""
+    return value if isinstance(value, Mapping) else {}

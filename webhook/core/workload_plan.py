@@ -19,9 +19,7 @@ failure is a 422 (handlers/patch.go `applyJSPatch`), indistinguishable from a ba
 
 from __future__ import annotations
 
-import copy
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -29,33 +27,35 @@ from typing import Any, Literal
 from webhook.core import keys
 from webhook.core.capability import Capability
 from webhook.core.decision import Decision, decide
-from webhook.core.evidence import FORBIDDEN_REASON, rejection_from_pod
-from webhook.core.patch import Op, apply_patch, escape, plan_patch
+from webhook.core.evidence import FORBIDDEN_REASON
+from webhook.core.patch import Op, escape, plan_patch
 from webhook.core.placement import carries_pin
 from webhook.core.settings import Settings
+from webhook.core.shapes import mapping_or_empty as _mapping
+from webhook.core.workload_pods import (
+    PodRef,
+    controller_of,
+    counts_for_restart,
+    pod_ref,
+)
+from webhook.core.workload_rollout import (
+    RESTARTED_AT,
+    Strategy,
+    gitops_owner,
+    kept_by_partition,
+    owner_notes,
+    partition_note,
+    rollout_notes,
+    rollout_waitable,
+)
 from webhook.core.workloads import namespace_of, pod_template
 
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 ROLLING_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 PATCHABLE_KINDS = (*ROLLING_KINDS, "ReplicaSet", "CronJob")
 
-Strategy = Literal["restart", "template"]
 Outcome = Literal["changed", "unchanged", "skipped"]
 # Why a workload is skipped, for the summary: the first two are counted, not listed one by one.
 Skip = Literal["not-managed", "owned", "immutable", "other"]
-
-# GitOps tools, from the labels and annotations they put on what they apply.
-ARGO_INSTANCE = "argocd.argoproj.io/instance"  # Argo CD, a custom tracking label
-ARGO_TRACKING_ID = "argocd.argoproj.io/tracking-id"  # Argo CD, annotation tracking (the v3 default)
-ARGO_PREFIX = "argocd.argoproj.io/"
-APP_INSTANCE = "app.kubernetes.io/instance"  # Argo CD's default tracking label, but Helm sets it too
-FLUX_LABELS = ("kustomize.toolkit.fluxcd.io/name", "helm.toolkit.fluxcd.io/name")
-
-
-@dataclass(frozen=True, slots=True)
-class PodRef:
-    name: str
-    uid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +148,7 @@ def plan_workload(
         reason=decision.reason,
         template_ops=planned.ops,
         gitops=gitops,
-        notes=(*decision.notes, *planned.warnings, *_owner_notes(kind, owner, gitops, strategy)),
+        notes=(*decision.notes, *planned.warnings, *owner_notes(kind, owner, gitops, strategy)),
     )
     if decision.remedy == "none":  # only the two annotations would change: nothing worth a restart
         return _with(plan, outcome="unchanged", reason=f"the webhook changes nothing in its pods ({plan.reason})")
@@ -163,12 +163,12 @@ def plan_workload(
                      "(--strategy template writes the change into the job template)")
     restarted = _mapping(_mapping(template.get("metadata")).get("annotations")).get(RESTARTED_AT)
     live = None if pods is None else [p for p in pods if counts_for_restart(p)]
-    kept = _kept_by_partition(obj, live or [])
+    kept = kept_by_partition(obj, live or [])
     if kept:
         live = [p for p in live or [] if p not in kept]
         lacking = sum(not pod_in_line(p, namespace_labels=namespace_labels, capability=capability,
                                       settings=settings) for p in kept)
-        plan = _with(plan, notes=(*plan.notes, _partition_note(obj, len(kept), lacking, str(decision.remedy))))
+        plan = _with(plan, notes=(*plan.notes, partition_note(obj, len(kept), lacking, str(decision.remedy))))
     considered = None if live is None else [p for p in live if not _created_before(p, _time(restarted))]
     if live and considered is not None and len(considered) < len(live):
         plan = _with(plan, notes=(*plan.notes, f"{len(live) - len(considered)} pods predate its restart at "
@@ -202,8 +202,8 @@ def _plan_template(
         outcome="changed",
         patch=(_precondition(plan.resource_version), *plan.template_ops) if ops else (),
         delete_pods=deletions,
-        notes=notes + _rollout_notes(obj),
-        waitable=bool(ops) and _waitable(obj),
+        notes=notes + rollout_notes(obj),
+        waitable=bool(ops) and rollout_waitable(obj),
     )
 
 
@@ -239,7 +239,7 @@ def _plan_restart(
     if plan.kind == "Deployment" and spec.get("paused") is True:
         return _skip(_with(plan, notes=notes), "other", "the Deployment is paused: `kubectl rollout resume` it first")
     ops = (_precondition(plan.resource_version), *restart_ops(obj, pointer, restarted_at))
-    return _with(plan, outcome="changed", patch=ops, notes=notes + _rollout_notes(obj), waitable=_waitable(obj))
+    return _with(plan, outcome="changed", patch=ops, notes=notes + rollout_notes(obj), waitable=rollout_waitable(obj))
 
 
 def _plan_pod(plan: WorkloadPlan, pod: Mapping[str, Any], *, in_line: bool, recreate_pods: bool) -> WorkloadPlan:
@@ -323,108 +323,6 @@ def _time(value: Any) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def counts_for_restart(pod: Mapping[str, Any]) -> bool:
-    """Live pods (Pending, Running, Unknown), and pods the kubelet refused with SysctlForbidden."""
-    status = _mapping(pod.get("status"))
-    if status.get("reason") == FORBIDDEN_REASON:
-        return True
-    return status.get("phase") not in ("Succeeded", "Failed") and not _mapping(pod.get("metadata")).get(
-        "deletionTimestamp"
-    )
-
-
-def gitops_owner(obj: Mapping[str, Any]) -> str | None:
-    """The GitOps tool that manages this object, as a phrase for the user; None when none shows."""
-    meta = _mapping(obj.get("metadata"))
-    labels, annotations = _mapping(meta.get("labels")), _mapping(meta.get("annotations"))
-    if ARGO_INSTANCE in labels:
-        return f"Argo CD (label {ARGO_INSTANCE}={labels[ARGO_INSTANCE]})"
-    if ARGO_TRACKING_ID in annotations:
-        return f"Argo CD (annotation {ARGO_TRACKING_ID})"
-    for key in FLUX_LABELS:
-        if key in labels:
-            return f"Flux (label {key}={labels[key]})"
-    if APP_INSTANCE in labels and any(str(k).startswith(ARGO_PREFIX) for k in (*labels, *annotations)):
-        return f"Argo CD (label {APP_INSTANCE}={labels[APP_INSTANCE]})"
-    return None
-
-
-def _owner_notes(kind: str, owner: Mapping[str, Any] | None, gitops: str | None, strategy: Strategy) -> list[str]:
-    notes = []
-    if gitops is not None:
-        if strategy == "template":
-            notes.append(f"GitOps: {gitops} manages this {kind} and WILL REVERT a pod template change at its next "
-                         "sync; make the change in Git, or use --strategy restart")
-        else:
-            notes.append(f"GitOps: {gitops} manages this {kind}; the restart only adds {RESTARTED_AT} (as kubectl "
-                         "rollout restart does), the webhook changes the new pods, and Git stays as it is")
-    if owner is not None and strategy == "template":
-        notes.append(f"controlled by {owner.get('kind')}/{owner.get('name')}, which may revert a pod template change")
-    return notes
-
-
-def _partition(obj: Mapping[str, Any]) -> int:
-    """A StatefulSet's rolling-update partition (0 for anything else, or OnDelete)."""
-    if obj.get("kind") != "StatefulSet" or _update_strategy(obj) != "RollingUpdate":
-        return 0
-    value = _mapping(_mapping(_mapping(obj.get("spec")).get("updateStrategy")).get("rollingUpdate")).get("partition")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-_ORDINAL = re.compile(r"(.*)-([0-9]+)")  # stateful_set_utils.go statefulPodRegex
-
-
-def _kept_by_partition(obj: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The pods a rollout leaves alone: stateful_set_control.go replaces only replicas[target] for
-    target >= partition, where target is the pod's ordinal minus `spec.ordinals.start`."""
-    boundary = _partition_boundary(obj)
-    if boundary is None:
-        return []
-    name = str(_mapping(obj.get("metadata")).get("name") or "")
-    kept = []
-    for pod in pods:
-        match = _ORDINAL.fullmatch(str(_mapping(pod.get("metadata")).get("name") or ""))
-        if match and match[1] == name and int(match[2]) < boundary:
-            kept.append(pod)
-    return kept
-
-
-def _partition_boundary(obj: Mapping[str, Any]) -> int | None:
-    """The lowest ordinal a rollout replaces, or None without a partition."""
-    partition = _partition(obj)
-    start = _mapping(_mapping(obj.get("spec")).get("ordinals")).get("start")
-    first = start if isinstance(start, int) and not isinstance(start, bool) else 0
-    return first + partition if partition else None
-
-
-def _partition_note(obj: Mapping[str, Any], kept: int, lacking: int, remedy: str) -> str:
-    partition, boundary = _partition(obj), _partition_boundary(obj)
-    lack = f" ({lacking} without {remedy})" if lacking else ""
-    return (f"partition {partition} keeps the {kept} pods below ordinal {boundary} as they are{lack}: a rollout "
-            f"replaces only ordinals >= {boundary} (spec.updateStrategy.rollingUpdate.partition)")
-
-
-def _rollout_notes(obj: Mapping[str, Any]) -> tuple[str, ...]:
-    kind = obj.get("kind")
-    strategy_type = _update_strategy(obj)
-    if kind in ("StatefulSet", "DaemonSet") and strategy_type == "OnDelete":
-        return (f"updateStrategy OnDelete: the {kind}'s pods change only as they are deleted",)
-    if kind == "Deployment" and _mapping(obj.get("spec")).get("paused") is True:
-        return ("the Deployment is paused: it rolls out once resumed",)
-    return ()
-
-
-def _waitable(obj: Mapping[str, Any]) -> bool:
-    kind = obj.get("kind")
-    if kind == "Deployment":
-        return _mapping(obj.get("spec")).get("paused") is not True
-    return kind in ("StatefulSet", "DaemonSet") and _update_strategy(obj) == "RollingUpdate"
-
-
-def _update_strategy(obj: Mapping[str, Any]) -> str:
-    return str(_mapping(_mapping(obj.get("spec")).get("updateStrategy")).get("type") or "RollingUpdate")
-
-
 def _deletions(kind: str, stale: list[Mapping[str, Any]] | None, recreate_pods: bool) -> tuple[PodRef, ...]:
     if kind != "ReplicaSet" or not recreate_pods or not stale:
         return ()
@@ -448,84 +346,6 @@ def _with(plan: WorkloadPlan, **changes: Any) -> WorkloadPlan:
     return replace(plan, **changes)
 
 
-# ---- ownership, pods and rescue
-
-
-def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The ownerReference with `controller: true` (at most one exists), or None."""
-    refs = _mapping(obj.get("metadata")).get("ownerReferences")
-    if not isinstance(refs, list):
-        return None
-    return next((r for r in refs if isinstance(r, Mapping) and r.get("controller") is True), None)
-
-
-def pod_ref(pod: Mapping[str, Any]) -> PodRef:
-    meta = _mapping(pod.get("metadata"))
-    return PodRef(str(meta.get("name") or ""), str(meta.get("uid") or ""))
-
-
-def pods_by_workload(
-    pods: Iterable[Mapping[str, Any]], intermediates: Iterable[Mapping[str, Any]]
-) -> dict[str, list[Mapping[str, Any]]]:
-    """Pods grouped by the uid of each controller above them: a Deployment's pods under the Deployment's
-    uid (through their ReplicaSet, one of `intermediates`) and under the ReplicaSet's."""
-    parent = {
-        str(_mapping(o.get("metadata")).get("uid")): str(ref.get("uid"))
-        for o in intermediates
-        if (ref := controller_of(o)) is not None
-    }
-    grouped: dict[str, list[Mapping[str, Any]]] = {}
-    for pod in pods:
-        ref = controller_of(pod)
-        if ref is None:
-            continue
-        uid = str(ref.get("uid"))
-        grouped.setdefault(uid, []).append(pod)
-        if uid in parent:
-            grouped.setdefault(parent[uid], []).append(pod)
-    return grouped
-
-
-def refused_by_sysctl(pod: Mapping[str, Any], settings: Settings) -> bool:
-    """A pod the kubelet refused with SysctlForbidden naming a managed sysctl (node or host-namespace cause)."""
-    rejection = rejection_from_pod(pod)
-    if rejection is None:
-        return False
-    return bool((rejection.not_allowlisted | rejection.host_namespace) & settings.sysctl_names)
-
-
-def deletion_order(
-    pods: Iterable[Mapping[str, Any]], limit: int, *, others: Iterable[Mapping[str, Any]] = ()
-) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """Failed pods to delete, oldest first, at most `limit`; the newest on each node is kept as evidence.
-
-    The capability tracker marks a node forbidden while a SysctlForbidden pod on it exists, so one stays
-    per node: the newest of `pods` and `others` (failed pods that stay anyway, e.g. kept earlier).
-    Returns (to delete, held back by the limit).
-    """
-    ordered = sorted(pods, key=_age_key)
-    newest: dict[str, Mapping[str, Any]] = {}
-    for pod in sorted([*ordered, *others], key=_age_key):
-        newest[str(_mapping(pod.get("spec")).get("nodeName") or "")] = pod
-    kept = {pod_ref(p).uid for p in newest.values()}
-    candidates = [p for p in ordered if pod_ref(p).uid not in kept]
-    return candidates[: max(0, limit)], candidates[max(0, limit):]
-
-
-def _age_key(pod: Mapping[str, Any]) -> tuple[str, str]:
-    meta = _mapping(pod.get("metadata"))
-    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
-
-
-def recreated_pod(pod: Mapping[str, Any], ops: Sequence[Op] = ()) -> dict[str, Any]:
-    """The Pod to create in place of `pod`: its metadata and spec (with `ops` applied), minus what the
-    API server sets or refuses on create (system metadata, status, nodeName, ephemeral containers)."""
-    patched = apply_patch(copy.deepcopy(dict(pod)), ops)
-    meta = _mapping(patched.get("metadata"))
-    kept_meta = {k: meta[k] for k in ("name", "generateName", "namespace", "labels", "annotations", "finalizers")
-                 if k in meta}
-    spec = {k: v for k, v in _mapping(patched.get("spec")).items() if k not in ("nodeName", "ephemeralContainers")}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": kept_meta, "spec": spec}
 
 
 def _without_node(spec: Any) -> dict[str, Any]:
@@ -538,6 +358,3 @@ def _at(obj: Mapping[str, Any], pointer: str) -> Any:
         node = node.get(part) if isinstance(node, Mapping) else None
     return node
 
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

@@ -36,7 +36,9 @@ from webhook.adapters.progress import Progress
 from webhook.core import keys
 from webhook.core.evidence import FAILED_PODS
 from webhook.core.settings import Settings
-from webhook.core.workload_plan import Strategy, WorkloadPlan, refused_by_sysctl
+from webhook.core.workload_plan import WorkloadPlan
+from webhook.core.workload_pods import refused_by_sysctl
+from webhook.core.workload_rollout import Strategy
 from webhook.loops.backoff import Backoff
 from webhook.loops.leader import LeaderElector, LeaseTimings, default_lease_namespace
 from webhook.loops.state import ClusterState
@@ -201,7 +203,8 @@ class _Loop(threading.Thread):
                                      name=config.lease_name, identity=identity, timings=config.lease)
         self._bucket = TokenBucket(config.rollouts_per_minute / 60.0, config.burst)
         self._restarted: dict[str, float] = {}  # workload uid -> monotonic time the reconciler rolled it
-        self._handled: set[str] = set()  # failed pod uids already dealt with (kept as evidence, or not fixable)
+        self._handled: set[str] = set()  # failed pod uids dealt with for good (v4only cannot fix their workload)
+        self._evidence: set[str] = set()  # failed pod uids kept as the tracker's evidence (newest on their node)
         self._opted_in: set[str] | None = None  # opted-in namespaces at the last look (None: not looked yet)
         self._namespaces: list[str] = []  # namespaces waiting for the restart strategy, oldest first
         self._pending: dict[str, list[WorkloadPlan]] = {}  # namespace -> restarts not yet sent (rate limit)
@@ -282,15 +285,21 @@ class _Loop(threading.Thread):
 
     def _rescue(self) -> None:
         known = self._pods.settled(time.monotonic() - self._config.settle_seconds)
-        settled = [p for p in known if _uid(p) not in self._handled]
-        if not settled:
+        uids = {_uid(p) for p in known}
+        self._handled &= uids  # forget pods that are gone
+        self._evidence &= uids
+        fresh = [p for p in known if _uid(p) not in self._handled and _uid(p) not in self._evidence]
+        if not fresh:
             return
-        self._handled &= {_uid(p) for p in known}  # forget pods that are gone
+        # The evidence kept earlier goes round again with the new pods: once a newer failed pod stands on its
+        # node it is deleted like the others. Passed as `others` it stayed for good, so a storm that trickled
+        # in over several passes (one new pod per node each time) was never cleaned up.
+        again = [p for p in known if _uid(p) in self._evidence]
         planner = self._planner(strategy=self._config.strategy)
         executor = Executor(self._wapi, planner, dry_run=False, events=self._events)
         rescuer = Rescuer(self._wapi, planner, executor, self._settings, "none",
                           self._config.max_deletions_per_pass, labels_published=False, gate=self._gate)
-        report = rescuer.rescue(settled, {}, others=[p for p in known if _uid(p) in self._handled])
+        report = rescuer.rescue([*fresh, *again], {}, others=[p for p in known if _uid(p) in self._handled])
         held = {(e.kind, e.namespace, e.name) for e in report.entries if e.result == "held back"}
         for entry in report.entries:
             self.stats.count(f"rescue_{entry.result.replace(' ', '_')}")
@@ -300,11 +309,12 @@ class _Loop(threading.Thread):
         for _ in range(report.deleted):
             self.stats.count("pods_deleted")
         # Looked at again next pass: pods of a workload the rate limit held back, and pods over the
-        # deletion limit. The others are deleted (the watch drops them) or stay for good: kept as the
-        # tracker's evidence, or of a workload v4only cannot fix (the report and its Event say why).
-        for pod in settled:
+        # deletion limit. Deleted pods leave through the watch; the tracker's evidence is kept until a newer
+        # one supersedes it; the others stay for good (a workload v4only cannot fix: the report says why).
+        self._evidence = set(report.kept_uids)
+        for pod in [*fresh, *again]:
             uid = _uid(pod)
-            if uid not in report.held_back_uids and rescuer.owner_key(pod) not in held:
+            if uid not in report.held_back_uids and uid not in report.kept_uids and rescuer.owner_key(pod) not in held:
                 self._handled.add(uid)
 
     def _gate(self, plan: WorkloadPlan) -> tuple[bool, str] | None:

@@ -13,13 +13,8 @@ from webhook.adapters.kube_workloads import KubeError, WorkloadApi
 from webhook.core import keys
 from webhook.core.evidence import rejection_from_pod
 from webhook.core.settings import Settings
-from webhook.core.workload_plan import (
-    WorkloadPlan,
-    controller_of,
-    deletion_order,
-    pod_ref,
-    refused_by_sysctl,
-)
+from webhook.core.workload_plan import WorkloadPlan
+from webhook.core.workload_pods import controller_of, deletion_order, pod_ref, refused_by_sysctl
 from webhook.core.workloads import namespace_of
 from webhook.patcher.workloads import Executor, Planner
 
@@ -47,6 +42,7 @@ class RescueReport:
     kept_as_evidence: int
     held_back: int  # over --max-deletions
     held_back_uids: frozenset[str] = frozenset()
+    kept_uids: frozenset[str] = frozenset()  # of fixed workloads, kept as the tracker's evidence
 
 
 @dataclass
@@ -92,9 +88,10 @@ class Rescuer:
             if entry.deleted and entry.plan is not None and self.mode == "none":
                 self.executor.record(entry.plan, "deleted failed pods of", f"{entry.deleted} SysctlForbidden pods",
                                      reason="FailedPodsDeleted", action="Delete")
-        kept = len(deletable) - len(to_delete) - len(held_back)
+        gone = {pod_ref(p).uid for p in [*to_delete, *held_back]}
+        kept = frozenset(uid for uid in (pod_ref(p).uid for p in deletable) if uid not in gone)
         return RescueReport(tuple(entries), tuple(self._label_nodes(targets, node_labels)), len(targets), deleted,
-                            kept, len(held_back), frozenset(pod_ref(p).uid for p in held_back))
+                            len(kept), len(held_back), frozenset(pod_ref(p).uid for p in held_back), kept)
 
     def owner_key(self, pod: Mapping[str, Any]) -> tuple[str, str, str]:
         """(kind, namespace, name) of the workload a failed pod is reported under."""

@@ -25,15 +25,9 @@ from webhook.core.capability import Capability
 from webhook.core.errors import UnhandledObject
 from webhook.core.rollout_status import rollout_status
 from webhook.core.settings import Settings
-from webhook.core.workload_plan import (
-    PodRef,
-    Strategy,
-    WorkloadPlan,
-    controller_of,
-    plan_workload,
-    pods_by_workload,
-    recreated_pod,
-)
+from webhook.core.workload_plan import WorkloadPlan, plan_workload
+from webhook.core.workload_pods import PodRef, controller_of, pods_by_workload, recreated_pod
+from webhook.core.workload_rollout import Strategy
 from webhook.core.workloads import namespace_of
 
 log = logging.getLogger("webhook.patcher")

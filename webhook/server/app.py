@@ -83,7 +83,7 @@ class AdmissionEndpoint:
             self.replays.rebase(view)
             if split is not None and (replay := self.replays.get(split[0])) is not None:
                 self.metrics.replayed.inc()
-                self._account(split[1], replay.namespace, replay.outcome, replay.remedy, replay.ops)
+                self._account(split[1], replay.namespace, replay.outcome, replay.applied, replay.ops)
                 return 200, replay.render(split[1])
         status, payload, reviewed = self._answer_parsed(body, view)
         answer = orjson.dumps(payload)
@@ -122,20 +122,24 @@ class AdmissionEndpoint:
             )
             self.metrics.outcomes["error"].inc()
             return 200, build_response(str(request["uid"]), warnings=[INTERNAL_ERROR_WARNING]), None
-        self._account(request.get("uid"), request.get("namespace"), review.outcome, review.remedy, len(review.plan.ops))
+        ops = len(review.plan.ops)
+        self._account(request.get("uid"), request.get("namespace"), review.outcome, review.applied, ops)
         return 200, review.response, (request, review)
 
-    def _account(self, uid: Any, namespace: Any, outcome: str, remedy: str | None, ops: int) -> None:
+    def _account(self, uid: Any, namespace: Any, outcome: str, applied: str | None, ops: int) -> None:
+        """`applied` as in `v4only.io/applied`: the remedy, and `+dns` when rule 7 added the DNS remedy."""
         self.metrics.outcomes[outcome].inc()
-        if remedy is not None:
-            self.metrics.remedies[remedy].inc()
+        if applied is not None:
+            self.metrics.remedies[applied.removesuffix("+dns")].inc()
+            if applied.endswith("+dns"):
+                self.metrics.dns_remedies.inc()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "uid=%s namespace=%s outcome=%s remedy=%s ops=%d",
                 _safe_uid(uid),
                 _safe_uid(namespace),
                 outcome,
-                remedy,
+                applied,
                 ops,
             )
 
@@ -225,6 +229,7 @@ def create_app(
 ) -> ASGIApp:
     """The whole ASGI application: `/mutate` raw, the rest through FastAPI."""
     metrics = metrics or Metrics()
+    metrics.watch_dns(lambda: state.view().capability.dns)
     lifecycle = lifecycle or Lifecycle()
     admission = AdmissionEndpoint(state=state, settings=settings, metrics=metrics)
     small = _small_endpoints(state=state, metrics=metrics, lifecycle=lifecycle)

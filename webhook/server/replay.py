@@ -56,7 +56,7 @@ class Replay(NamedTuple):
     before_uid: bytes
     after_uid: bytes
     outcome: str
-    remedy: str | None
+    applied: str | None  # as in v4only.io/applied
     ops: int
     namespace: str
 
@@ -109,7 +109,8 @@ class ReplayCache:
         namespace = request.get("namespace")
         namespace = namespace if isinstance(namespace, str) else ""
         replay = Replay(
-            answer[:uid_at], answer[uid_at + len(uid) :], review.outcome, review.remedy, len(review.plan.ops), namespace
+            answer[:uid_at], answer[uid_at + len(uid) :], review.outcome, review.applied, len(review.plan.ops),
+            namespace,
         )
         size = len(key) + replay.size
         if size > self._max_bytes:

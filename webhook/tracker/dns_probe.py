@@ -27,6 +27,7 @@ from webhook.core.dns_trap import (
     DnsFinding,
     DomainFinding,
     aaaa_blocking,
+    carry_since,
     domain_verdict,
     parse_resolv_conf,
     pod_dns,
@@ -58,14 +59,15 @@ def probe_once(config: ProbeConfig, ask: Callable[..., Answer] = dns_query.ask) 
         a = ask(server, name, "A", port=config.port, timeout=config.timeout_seconds)
         return a, ask(server, name, "AAAA", port=config.port, timeout=config.timeout_seconds)
 
+    checked_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     domains = []
     for domain in conf.node_searches:
         names = (f"v4only-{secrets.token_hex(4)}", *config.names)
         verdict, detail = domain_verdict({f"{n}.{domain}": both(f"{n}.{domain}") for n in names})
-        domains.append(DomainFinding(domain, verdict, detail))
+        domains.append(DomainFinding(domain, verdict, detail, since=checked_at))
     blocking = [aaaa_blocking(*both(name)) for name in config.names] if server else []
     return DnsFinding(
-        checked_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        checked_at=checked_at,
         node=config.node,
         nameservers=conf.nameservers,
         cluster_domain=conf.cluster_domain,
@@ -87,6 +89,7 @@ class DnsProber(threading.Thread):
         self._config, self._sink, self._publish = config, sink, publish
         self.stopping = threading.Event()
         self.rounds = 0
+        self._last: DnsFinding | None = None
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -95,6 +98,8 @@ class DnsProber(threading.Thread):
             except OSError as error:  # no resolv.conf: nothing to say, say why once per round
                 log.warning("dns probe: cannot read %s: %s", self._config.resolv_conf, error.strerror or error)
             else:
+                finding = carry_since(self._last, finding)
+                self._last = finding
                 self._sink(finding)
                 if finding.traps:
                     log.warning("dns probe: search domain(s) %s answer NODATA: a trap for musl clients",

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from webhook.adapters.kube import KubeApi
-from webhook.adapters.kube_dns import write_finding
+from webhook.adapters.kube_dns import read_finding, write_finding
 from webhook.adapters.kubelet import KubeletConfigz
-from webhook.core.dns_trap import DnsFinding
+from webhook.core.dns_trap import DnsFinding, carry_since
 from webhook.core.settings import Settings
 from webhook.loops.leader import default_lease_namespace
 from webhook.loops.state import ClusterState
@@ -76,8 +76,11 @@ def start_tracker(
         namespace = config.lease_namespace or default_lease_namespace()
 
         def publish(finding: DnsFinding) -> None:  # by the elected replica only (the node-label Lease)
-            if publisher is not None and publisher.elector.leading and finding.cluster_domain is not None:
-                write_finding(api, namespace, finding)
+            if publisher is None or not publisher.elector.leading or finding.cluster_domain is None:
+                return
+            # Each domain's `since` goes on from what is in the cluster (one GET a round), so it survives
+            # restarts and a change of leader.
+            write_finding(api, namespace, carry_since(read_finding(api, namespace), finding))
 
         prober = DnsProber(probe, coordinator.dns_found, publish)
         prober.start()
