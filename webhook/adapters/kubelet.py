@@ -231,7 +231,6 @@ class KubeletConfigz:
         return headers
 
 
-
 def _context(ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
     """Verifying against `ca_file` (hostname = the node address dialled), or not verifying at all."""
     if ca_file:
