@@ -300,3 +300,25 @@ def test_doctor_shows_when_and_how_serve_last_read_each_kubelet(
     finally:
         api.close()
         cluster.stop()
+
+
+def test_serves_configz_records_fit_a_configmap_and_keep_the_failures() -> None:
+    """A ConfigMap holds at most 1 MiB: on a very big cluster the records of nodes read directly give way
+    first, and the published form says how many were left out."""
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from webhook.core.configz_reads import MAX_BYTES, records_from_dict, records_to_dict
+
+    now = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    reads = {f"node-{i:05}": ConfigzRecord("direct", now) for i in range(20_000)}
+    reads["zz-untrusted"] = ConfigzRecord("none", now, "certificate not trusted")
+    reads["zz-old"] = ConfigzRecord("proxy", now, "403 Forbidden")
+    published = records_to_dict(reads)
+    assert len(orjson.dumps(published)) <= MAX_BYTES + 100 < 1024 * 1024
+    back = records_from_dict(published)
+    assert back["zz-untrusted"] == reads["zz-untrusted"] and back["zz-old"] == reads["zz-old"]
+    assert published["omitted"] == len(reads) - len(back) > 0 and "node-00000" in back
+    small = {name: reads[name] for name in ("node-00000", "zz-untrusted")}
+    assert records_from_dict(records_to_dict(small)) == small and records_to_dict(small)["omitted"] == 0

@@ -7,48 +7,27 @@ bounded rate; read by `v4only doctor`. Anyone may look: `kubectl get cm -n v4onl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote
 
-import orjson
-
-from webhook.adapters.kube import KubeApi, KubeError
+from webhook.adapters.configmaps import read_json, write_json
+from webhook.adapters.kube import KubeApi
 from webhook.core.configz_reads import ConfigzRecord, RecordsError, records_from_dict, records_to_dict
 
 CONFIGMAP = "v4only-configz"
 KEY = "reads.json"
-_PATH = "/api/v1/namespaces/{namespace}/configmaps"
 
 
 def read_records(api: KubeApi, namespace: str) -> dict[str, ConfigzRecord] | None:
     """The published records; None when none were published, this caller may not read them, or they are
     unreadable (as good as none)."""
-    try:
-        configmap = api.request("GET", f"{_PATH.format(namespace=quote(namespace))}/{CONFIGMAP}")
-    except KubeError as error:
-        if error.status in (403, 404):
-            return None
-        raise
-    raw = (configmap.get("data") or {}).get(KEY)
-    if not isinstance(raw, str):
+    document = read_json(api, namespace, CONFIGMAP, KEY)
+    if document is None:
         return None
     try:
-        return records_from_dict(orjson.loads(raw))
-    except (orjson.JSONDecodeError, RecordsError):
+        return records_from_dict(document)
+    except RecordsError:
         return None
 
 
 def write_records(api: KubeApi, namespace: str, reads: Mapping[str, ConfigzRecord]) -> None:
     """Create or replace the ConfigMap (a full PUT: this replica is the only writer while it leads)."""
-    body = {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": CONFIGMAP, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/name": "v4only", "app.kubernetes.io/component": "tracker"}},
-        "data": {KEY: orjson.dumps(records_to_dict(reads)).decode()},
-    }
-    path = _PATH.format(namespace=quote(namespace))
-    try:
-        api.request("PUT", f"{path}/{CONFIGMAP}", body=body)
-    except KubeError as error:
-        if error.status != 404:
-            raise
-        api.request("POST", path, body=body)
+    write_json(api, namespace, CONFIGMAP, KEY, records_to_dict(reads), component="tracker", indent=False)
