@@ -298,6 +298,10 @@ def test_tracker_reads_direct_falls_back_to_the_proxy_and_leaves_untrusted_nodes
         assert untrusted.requests == []  # no token to a kubelet that did not verify
         calls = quick_kube.configz_calls
         assert calls.get("direct-1", 0) == 0 and calls.get("untrusted-1", 0) == 0 and calls["no-authn-1"] >= 1
+        # Each kubelet's address and port come from the tracker's node watch: a read asks the API server
+        # nothing (no node looked up by name), so a refresh loads only the kubelets.
+        lookups = [r for r in quick_kube.requests if r.query.get("fieldSelector", "").startswith("metadata.name=")]
+        assert lookups == []
     finally:
         cluster.stop()
 

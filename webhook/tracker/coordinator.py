@@ -11,9 +11,11 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from webhook.adapters.kube import KubeApi, KubeError, Resource
 from webhook.adapters.kubelet import KubeletConfigz
@@ -207,12 +209,12 @@ class Coordinator(threading.Thread):
             self._inflight[node] = token
             self.stats.count("configz_reads")
             try:
-                self._pool.submit(self._read_configz, node, token)
+                self._pool.submit(self._read_configz, node, token, self._inventory.kubelet_endpoint(node))
             except RuntimeError:  # the pool is shut down: we are stopping
                 return
 
-    def _read_configz(self, node: str, token: int) -> None:
-        read = self._configz.read_by_name(node)
+    def _read_configz(self, node: str, token: int, endpoint: Mapping[str, Any] | None) -> None:
+        read = self._configz.read(endpoint) if endpoint is not None else self._configz.read_by_name(node)
         if read.config is None:
             error = KubeError(0, f"configz of node {node}: {read.detail or read.error}")
             self._queue.put(_Configz(node, token, None, error, path=read.path, why=read.error))

@@ -21,6 +21,7 @@ class Inventory:
         self._managed = tuple(managed)
         self._nodes: dict[str, NodeFacts] = {}
         self._kubelets: dict[str, tuple[str, str]] = {}  # node -> (bootID, kubeletVersion)
+        self._endpoints: dict[str, Mapping[str, Any]] = {}  # node -> its addresses and kubelet port, as a Node
         self._ready_since: dict[str, str] = {}  # node -> its Ready condition's lastTransitionTime
         self._last_allowlist: dict[str, tuple[str, ...]] = {}  # node -> last allowlist actually read
         self._unread: set[str] = set()  # nodes whose configz has not answered since they (re)appeared
@@ -65,6 +66,8 @@ class Inventory:
         allowlist = old.allowlist if old is not None and not (restarted or reconfigured) else None
         facts = replace(facts, allowlist=allowlist)
         self._nodes[facts.name], self._kubelets[facts.name] = facts, kubelet
+        self._endpoints[facts.name] = {"metadata": {"name": facts.name}, "status": {
+            k: status[k] for k in ("addresses", "daemonEndpoints") if k in status}}
         refetch = old is None or restarted or reconfigured
         if refetch:
             self._unread.add(facts.name)
@@ -72,6 +75,7 @@ class Inventory:
 
     def remove_node(self, name: str) -> bool:
         self._kubelets.pop(name, None)
+        self._endpoints.pop(name, None)
         self._ready_since.pop(name, None)
         self._unread.discard(name)
         self._last_allowlist.pop(name, None)
@@ -94,6 +98,11 @@ class Inventory:
 
     def has_node(self, name: str) -> bool:
         return name in self._nodes
+
+    def kubelet_endpoint(self, name: str) -> Mapping[str, Any] | None:
+        """The node as the kubelet reader needs it (name, `status.addresses`, `status.daemonEndpoints`), from
+        the watch: a direct configz read then costs the API server nothing."""
+        return self._endpoints.get(name)
 
     def node_count(self) -> int:
         return len(self._nodes)
@@ -185,8 +194,8 @@ def trim(resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
     """Only the fields `Inventory` reads, taken as an object arrives: the rest is never held.
 
     Nodes: name, labels, taints, unschedulable, Ready, kubelet version and bootID (the allowlist comes
-    from configz, not from an annotation). Pods: identity, node, reason and message. Namespaces: name
-    and labels.
+    from configz, not from an annotation), and where its kubelet listens (addresses, kubelet port). Pods:
+    identity, node, reason and message. Namespaces: name and labels.
     """
     meta = obj.get("metadata") or {}
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
@@ -198,6 +207,7 @@ def trim(resource: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
             "status": {
                 "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "Ready"],
                 "nodeInfo": {k: info[k] for k in ("kubeletVersion", "kernelVersion", "bootID") if k in info},
+                **{k: status[k] for k in ("addresses", "daemonEndpoints") if k in status},
             },
         }
     if resource == "pods":
