@@ -131,14 +131,15 @@ class KubeletConfigz:
         return cls(api, KubeletAccess.from_env())
 
     def config(self, node: str) -> KubeletConfig:
-        """For the tracker: the node's kubelet configuration, or KubeError saying why each path failed."""
+        """The node's kubelet configuration, or KubeError saying why each path failed."""
         result = self.read_by_name(node)
         if result.config is None:
             raise KubeError(0, f"configz of node {node}: {result.detail or result.error}")
         return result.config
 
     def read_by_name(self, node: str) -> ConfigzRead:
-        """Look the node up (`list` with a name selector: the tracker keeps no addresses), then `read`."""
+        """Look the node up (`list` with a name selector), then `read`: for a caller without the Node object
+        (the tracker passes the one its watch keeps)."""
         try:
             items = self._api.list("nodes", field_selector=f"metadata.name={node}").items
         except KubeError as error:

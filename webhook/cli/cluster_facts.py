@@ -18,8 +18,8 @@ from webhook.cli.usage import UsageError, connect
 from webhook.core import keys
 from webhook.core.capability import Capability, NodeFacts, node_facts_from_object
 from webhook.core.configz_reads import ConfigzRecord
-from webhook.core.diagnosis import with_evidence
-from webhook.core.dns_remedy import DnsFacts, KubeletDns
+from webhook.core.diagnosis import cluster_capability
+from webhook.core.dns_remedy import KubeletDns
 from webhook.core.dns_trap import DnsFinding
 from webhook.core.evidence import FAILED_PODS, Rejection, rejection_from_pod
 from webhook.core.settings import Settings
@@ -48,9 +48,8 @@ class ClusterFacts:
 
     def capability(self, settings: Settings) -> Capability:
         """The snapshot the webhook would decide with, evidence and the DNS facts included."""
-        nodes = with_evidence(self.nodes, self.rejections, settings.sysctl_names)
-        built = Capability.build(nodes, sysctl_names=settings.sysctl_names, labels_published=self.labels_published)
-        return replace(built, dns=DnsFacts.from_finding(self.dns, self.kubelet_dns))
+        return cluster_capability(self.nodes, self.rejections, settings, self.labels_published, self.dns,
+                                  self.kubelet_dns)
 
 
 def read_cluster(args: argparse.Namespace, *, hint: str = "") -> ClusterFacts:

@@ -35,10 +35,6 @@ class Review:
     plan: Plan = field(default_factory=lambda: Plan(()))
 
     @property
-    def remedy(self) -> str | None:
-        return self.decision.remedy if self.decision is not None else None
-
-    @property
     def applied(self) -> str | None:
         """The remedy as `v4only.io/applied` names it (`+dns` when rule 7 adds the DNS remedy)."""
         return self.decision.applied if self.decision is not None else None

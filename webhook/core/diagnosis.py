@@ -127,6 +127,22 @@ def with_evidence(
     return [replace(n, refused=n.refused | frozenset(refused.get(n.name, ()))) for n in nodes]
 
 
+def cluster_capability(
+    nodes: Iterable[NodeFacts],
+    rejections: Iterable[Rejection],
+    settings: Settings,
+    labels_published: bool,
+    dns: DnsFinding | None,
+    kubelet_dns: Iterable[KubeletDns],
+) -> Capability:
+    """The snapshot the webhook would decide with, from what a one-off read of the cluster found: the nodes
+    (configz allowlists set), the evidence of SysctlForbidden pods, and the DNS facts. Doctor, live review
+    and patch all decide with this one."""
+    facts = with_evidence(nodes, rejections, settings.sysctl_names)
+    built = Capability.build(facts, sysctl_names=settings.sysctl_names, labels_published=labels_published)
+    return replace(built, dns=DnsFacts.from_finding(dns, kubelet_dns))
+
+
 def diagnose(
     nodes: Iterable[NodeFacts],
     *,
@@ -150,10 +166,8 @@ def diagnose(
     ((where, text) of the CoreDNS configuration) let the DNS section name a template that hides AAAA.
     """
     rejected = sorted(rejections, key=lambda r: (r.namespace, r.name))
-    facts = with_evidence(nodes, rejected, settings.sysctl_names)
-    capability = Capability.build(facts, sysctl_names=settings.sysctl_names, labels_published=labels_published)
-    # The namespaces' decisions see what the webhook sees (rule 7).
-    capability = replace(capability, dns=DnsFacts.from_finding(dns, kubelet_dns))
+    # The namespaces' decisions see what the webhook sees, rule 7 included.
+    capability = cluster_capability(nodes, rejected, settings, labels_published, dns, kubelet_dns)
     dns_section = dns_report(dns, corefiles)
     paths = configz_paths or {}
     node_reports = tuple(

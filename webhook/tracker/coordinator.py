@@ -199,7 +199,8 @@ class Coordinator(threading.Thread):
     def _read_due_configz(self, now: float) -> None:
         while self._due and self._due[0][0] <= now:
             when, node = heapq.heappop(self._due)
-            if not self._inventory.has_node(node):
+            endpoint = self._inventory.kubelet_endpoint(node)
+            if endpoint is None:
                 self._next_read.pop(node, None)  # the node is gone
                 self.configz_reads.pop(node, None)
                 continue
@@ -209,12 +210,12 @@ class Coordinator(threading.Thread):
             self._inflight[node] = token
             self.stats.count("configz_reads")
             try:
-                self._pool.submit(self._read_configz, node, token, self._inventory.kubelet_endpoint(node))
+                self._pool.submit(self._read_configz, node, token, endpoint)
             except RuntimeError:  # the pool is shut down: we are stopping
                 return
 
-    def _read_configz(self, node: str, token: int, endpoint: Mapping[str, Any] | None) -> None:
-        read = self._configz.read(endpoint) if endpoint is not None else self._configz.read_by_name(node)
+    def _read_configz(self, node: str, token: int, endpoint: Mapping[str, Any]) -> None:
+        read = self._configz.read(endpoint)
         if read.config is None:
             error = KubeError(0, f"configz of node {node}: {read.detail or read.error}")
             self._queue.put(_Configz(node, token, None, error, path=read.path, why=read.error))

@@ -27,7 +27,6 @@ from webhook.core.dns_trap import (
     DnsFinding,
     DomainFinding,
     aaaa_blocking,
-    carry_since,
     domain_verdict,
     parse_resolv_conf,
     pod_dns,
@@ -89,7 +88,6 @@ class DnsProber(threading.Thread):
         self._config, self._sink, self._publish = config, sink, publish
         self.stopping = threading.Event()
         self.rounds = 0
-        self._last: DnsFinding | None = None
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -98,8 +96,6 @@ class DnsProber(threading.Thread):
             except OSError as error:  # no resolv.conf: nothing to say, say why once per round
                 log.warning("dns probe: cannot read %s: %s", self._config.resolv_conf, error.strerror or error)
             else:
-                finding = carry_since(self._last, finding)
-                self._last = finding
                 self._sink(finding)
                 if finding.traps:
                     log.warning("dns probe: search domain(s) %s answer NODATA: a trap for musl clients",
